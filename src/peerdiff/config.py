@@ -1,0 +1,376 @@
+"""Typed configuration: dataclasses, YAML loading, ``key=value`` overrides, validation.
+
+Every experiment is one YAML file whose keys mirror :class:`RunConfig`. Unknown keys,
+wrong types and out-of-range values raise :class:`ConfigError` naming the key path
+(``data.protocol.min_text_chars``) and, when it came from a file, the file.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid."""
+
+
+class Source(str, enum.Enum):
+    """Formats the data readers understand."""
+
+    amazon23 = "amazon23"  # Amazon Reviews'23 JSONL (reviews + meta)
+    amazon2014 = "amazon2014"  # McAuley 2014 field names (reviewerID, asin, reviewText, ...)
+    amazon2018 = "amazon2018"  # McAuley 2018 field names (same review fields, list descriptions)
+    generic = "generic"  # peerdiff's own JSONL schema (see README)
+    dpl = "dpl"  # published DPL-main / DPL-meta (Hugging Face datasets, on disk or hub)
+
+
+def default_data_root() -> str:
+    return os.environ.get("PEERDIFF_DATA", "../shared/data")
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("PEERDIFF_CACHE", str(Path.home() / ".cache" / "peerdiff"))
+
+
+@dataclass
+class Protocol:
+    """Thresholds of the DPL benchmark protocol (defaults: the published ``paper`` values)."""
+
+    min_text_chars: int = field(default=200, metadata={"help": "drop reviews with shorter text"})
+    min_desc_chars: int = field(default=100, metadata={"help": "item description length, lower"})
+    max_desc_chars: int = field(default=2000, metadata={"help": "item description length, upper"})
+    require_description: bool = field(default=True, metadata={"help": "apply the description filter"})
+    require_rating_number: bool = field(default=True, metadata={"help": "items need rating_number"})
+    require_categories: bool = field(default=True, metadata={"help": "items need categories"})
+    min_item_users: int = field(default=8, metadata={"help": "k-core: reviewers per item"})
+    min_user_reviews: int = field(default=18, metadata={"help": "k-core: reviews per user, lower"})
+    max_user_reviews: int = field(default=500, metadata={"help": "k-core: reviews per user, upper"})
+    n_train_targets: int = field(default=8, metadata={"help": "held-out train targets per user"})
+    min_item_profile_users: int = field(default=5, metadata={"help": "profile items: reviewers"})
+    min_user_profile_reviews: int = field(default=8, metadata={"help": "profile reviews per user"})
+    normalize_whitespace: bool = field(default=True, metadata={"help": "collapse runs of spaces"})
+
+    def __post_init__(self) -> None:
+        for name in ("min_text_chars", "min_desc_chars", "min_item_users", "min_user_reviews"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"protocol.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_desc_chars < self.min_desc_chars:
+            raise ConfigError(
+                f"protocol.max_desc_chars ({self.max_desc_chars}) < min_desc_chars ({self.min_desc_chars})"
+            )
+        if self.max_user_reviews < self.min_user_reviews:
+            raise ConfigError(
+                f"protocol.max_user_reviews ({self.max_user_reviews}) < "
+                f"min_user_reviews ({self.min_user_reviews})"
+            )
+        if self.n_train_targets < 0:
+            raise ConfigError(f"protocol.n_train_targets must be >= 0, got {self.n_train_targets}")
+        if self.min_user_profile_reviews < 1:
+            raise ConfigError(
+                "protocol.min_user_profile_reviews must be >= 1 "
+                f"(a user needs a history), got {self.min_user_profile_reviews}"
+            )
+
+    @property
+    def held_out(self) -> int:
+        """Reviews held out per user: the train targets, one validation and one test target."""
+        return self.n_train_targets + 2
+
+
+PRESETS: dict[str, Protocol] = {
+    # Thresholds of DPL's data-create.py (Amazon Reviews'23, Books / CDs / Movies).
+    "paper": Protocol(),
+    # Fits the bundled Digital Music sample (6,908 reviews): ~90 users with >= 10 reviews.
+    "small": Protocol(
+        min_text_chars=100,
+        require_description=False,
+        require_rating_number=False,
+        require_categories=False,
+        min_item_users=2,
+        min_user_reviews=10,
+        n_train_targets=4,
+        min_item_profile_users=2,
+        min_user_profile_reviews=3,
+    ),
+}
+
+
+@dataclass
+class DataConfig:
+    source: Source = Source.amazon23
+    root: str = field(default_factory=default_data_root, metadata={"help": "base of relative paths"})
+    reviews: str = "amazon-2023-schema-digital-music/Digital_Music.jsonl.gz"
+    items: str | None = "amazon-2023-schema-digital-music/meta_Digital_Music.jsonl.gz"
+    category: str | None = field(default=None, metadata={"help": "DPL-main config, e.g. Books"})
+    preset: str = "small"
+    protocol: dict[str, Any] = field(default_factory=dict, metadata={"help": "preset overrides"})
+    on_bad_line: Literal["error", "skip"] = "error"
+    max_users: int | None = field(default=None, metadata={"help": "keep this many users (seeded)"})
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"data.preset: {self.preset!r} is not one of {sorted(PRESETS)}")
+        known = {f.name for f in fields(Protocol)}
+        for key in self.protocol:
+            if key not in known:
+                raise ConfigError(f"unknown key data.protocol.{key}; known: {sorted(known)}")
+        self.resolved_protocol()  # validates values early
+        if self.max_users is not None and self.max_users < 1:
+            raise ConfigError(f"data.max_users must be >= 1, got {self.max_users}")
+
+    def resolved_protocol(self) -> Protocol:
+        base = asdict(PRESETS[self.preset])
+        for key, value in self.protocol.items():
+            base[key] = _convert(typing.get_type_hints(Protocol)[key], value, f"data.protocol.{key}")
+        return Protocol(**base)
+
+    def path(self, rel: str | None) -> Path | None:
+        """Resolve a data path against ``root``; ``None`` stays ``None``."""
+        if rel is None:
+            return None
+        p = Path(os.path.expandvars(os.path.expanduser(rel)))
+        return p if p.is_absolute() else Path(self.root) / p
+
+
+@dataclass
+class EmbedConfig:
+    model: str = field(default="default", metadata={"help": "default = all-MiniLM-L6-v2 package"})
+    batch_size: int = 64
+    max_length: int = 256
+    text: Literal["text", "title_text"] = "text"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive(self, "embed", "batch_size", "max_length")
+
+
+@dataclass
+class LLMConfig:
+    model: str = field(default="default", metadata={"help": "default = SmolLM2-135M-Instruct"})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class PromptConfig:
+    max_desc_chars: int = field(default=300, metadata={"help": "item description, truncated"})
+    max_review_chars: int = field(default=300, metadata={"help": "each past review's text"})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "drop past reviews to fit"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "prompt", "max_desc_chars", "max_review_chars", "max_prompt_tokens")
+
+
+@dataclass
+class GenerateConfig:
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 0.8
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    splits: list[str] = field(default_factory=lambda: ["test"])
+    max_samples: int | None = field(default=None, metadata={"help": "first N samples per split"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "generate", "max_new_tokens", "batch_size")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature <= 0:
+            raise ConfigError(f"generate.temperature must be > 0, got {self.temperature}")
+        for s in self.splits:
+            if s not in ("train", "val", "test"):
+                raise ConfigError(f"generate.splits: {s!r} is not one of train, val, test")
+
+
+@dataclass
+class RagConfig:
+    k: int = field(default=4, metadata={"help": "past reviews retrieved by BM25"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "rag", "k")
+
+
+@dataclass
+class EvalConfig:
+    bertscore: bool = True
+    bertscore_model: str = field(default="default", metadata={"help": "default = local MiniLM"})
+    bertscore_layers: int | None = None
+    bootstrap: int = field(default=1000, metadata={"help": "paired bootstrap resamples"})
+
+
+METHODS = ("nonperso", "rag")
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    run_dir: str = "runs/{name}"
+    cache_dir: str = field(default_factory=default_cache_dir)
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    methods: list[str] = field(default_factory=lambda: ["nonperso", "rag"])
+    rag: RagConfig = field(default_factory=RagConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        for m in self.methods:
+            if m not in METHODS:
+                raise ConfigError(f"methods: {m!r} is not one of {list(METHODS)}")
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir.format(name=self.name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a :class:`RunConfig` from YAML (or defaults) and apply ``key=value`` overrides.
+
+    Raises:
+        ConfigError: unknown key, bad type or value; the message names the key and the file.
+    """
+    raw: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    try:
+        return from_dict(RunConfig, raw)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+
+
+T = typing.TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys and types recursively."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown key {where}{key}; known keys: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # pragma: no cover - all keys are checked above
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in get_args(tp):
+                return None
+            raise ConfigError(f"{where} must not be empty")
+        errors = []
+        for a in args:
+            try:
+                return _convert(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if is_dataclass(tp):
+        return from_dict(tp, value, f"{where}.")
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not one of {[e.value for e in tp]}") from None
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (arg,) = get_args(tp)
+        return [_convert(arg, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover
+
+
+def _positive(obj: Any, section: str, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(f"{section}.{name} must be > 0, got {getattr(obj, name)}")
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, enum.Enum):
+        return x.value
+    return x

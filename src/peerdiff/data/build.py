@@ -1,0 +1,370 @@
+"""The DPL benchmark protocol on raw Parquet: filters, dedup, iterative k-core, splits.
+
+Everything runs on integer codes in NumPy (users, items, timestamps, text hashes); the
+review texts are only touched once, streaming, when the kept rows are written. Order of
+operations (every threshold from :class:`peerdiff.config.Protocol`):
+
+1. drop reviews with a short or empty text, an empty title, an item unknown to the
+   metadata, or an item failing the metadata filter (description length, categories,
+   rating count);
+2. per user, newest first, keep the first review of each item and of each text (DPL's
+   dedup; exact greedy semantics);
+3. iterative k-core: items with >= ``min_item_users`` users, users with
+   ``min_user_reviews..max_user_reviews`` reviews, until nothing changes;
+4. per user in time order, hold out the last ``n_train_targets + 2`` reviews (train
+   targets, then one validation and one test target); the earlier ones form the user's
+   *base profile*;
+5. iteratively keep base-profile reviews only on items with >= ``min_item_profile_users``
+   base-profile users, and users with >= ``min_user_profile_reviews`` such reviews;
+6. samples: a target and its profile = the user's kept reviews strictly earlier in time
+   (same-timestamp reviews are excluded, so nothing at or after the target leaks in).
+
+Peers of a past review (user u, item i) are the other users whose *base profile* contains
+i; base profiles never contain a target, so no target text can reach any feature.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from peerdiff.config import Protocol
+from peerdiff.data import schema
+
+SAMPLE_SPLITS = ("train", "val", "test")
+
+
+def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Dictionary-encode strings: returns (codes int64, sorted unique values as object array)."""
+    arr = column.combine_chunks()
+    uniques = pc.unique(arr).sort()
+    codes = pc.index_in(arr, value_set=uniques).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64), np.asarray(uniques.to_pylist(), dtype=object)
+
+
+def _first_occurrence(keys: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first occurrence of each key, in array order."""
+    _, first = np.unique(keys, return_index=True)
+    mask = np.zeros(len(keys), dtype=bool)
+    mask[first] = True
+    return mask
+
+
+def dedup_latest_first(
+    user: np.ndarray, item: np.ndarray, text: np.ndarray, ts: np.ndarray, line: np.ndarray
+) -> tuple[np.ndarray, int, int]:
+    """DPL's per-user dedup: newest first, keep a review if neither its item nor its text was kept.
+
+    Returns:
+        (keep mask over the inputs, #dropped as repeated item, #dropped as repeated text)
+    """
+    n = len(user)
+    keep = np.ones(n, dtype=bool)
+    if n == 0:
+        return keep, 0, 0
+    order = np.lexsort((line, -ts, user))  # user asc, newest first, file order on ties
+    u, it, tx = user[order], item[order], text[order]
+    # Only users with a repeated (user, item) or (user, text) key need the greedy scan.
+    dup_item = ~_first_occurrence(u * (it.max() + 1) + it)
+    _, inv = np.unique(np.stack([u, tx.astype(np.int64)]), axis=1, return_inverse=True)
+    dup_text = ~_first_occurrence(inv.ravel())
+    if not (dup_item.any() or dup_text.any()):
+        return keep, 0, 0
+    dup_users = np.unique(u[dup_item | dup_text])
+    rows = np.flatnonzero(np.isin(u, dup_users))
+    n_item = n_text = 0
+    cur, seen_items, seen_texts = -1, set(), set()
+    for r, uu, ii, tt in zip(rows.tolist(), u[rows].tolist(), it[rows].tolist(), tx[rows].tolist()):
+        if uu != cur:
+            cur, seen_items, seen_texts = uu, set(), set()
+        if ii in seen_items:
+            keep[order[r]] = False
+            n_item += 1
+        elif tt in seen_texts:
+            keep[order[r]] = False
+            n_text += 1
+        else:
+            seen_items.add(ii)
+            seen_texts.add(tt)
+    return keep, n_item, n_text
+
+
+def k_core(
+    user: np.ndarray,
+    item: np.ndarray,
+    keep: np.ndarray,
+    n_users: int,
+    n_items: int,
+    min_item_users: int,
+    min_user_reviews: int,
+    max_user_reviews: int,
+) -> tuple[np.ndarray, int]:
+    """Iterate item/user count filters to a fixed point. Returns (keep mask, iterations)."""
+    keep = keep.copy()
+    iterations = 0
+    while True:
+        iterations += 1
+        item_users = np.bincount(item[keep], minlength=n_items)
+        user_reviews = np.bincount(user[keep], minlength=n_users)
+        new = (
+            keep
+            & (item_users[item] >= min_item_users)
+            & (user_reviews[user] >= min_user_reviews)
+            & (user_reviews[user] <= max_user_reviews)
+        )
+        if new.sum() == keep.sum():
+            return new, iterations
+        keep = new
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    if len(values) == 0:
+        return {"min": 0, "median": 0, "mean": 0, "max": 0}
+    return {
+        "min": int(values.min()),
+        "median": float(np.median(values)),
+        "mean": round(float(values.mean()), 2),
+        "max": int(values.max()),
+    }
+
+
+def build_benchmark(
+    raw_reviews: str | Path,
+    raw_items: str | Path | None,
+    protocol: Protocol,
+    out_dir: str | Path,
+    max_users: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Apply the protocol to raw Parquet tables and write ``reviews``, ``items``, ``samples``.
+
+    Returns:
+        The statistics dictionary (also used for the printed summary).
+    """
+    out_dir = Path(out_dir)
+    p = protocol
+    drops: Counter = Counter()
+    cols = ["user_id", "item_id", "timestamp", "line", "text_hash", "text_len", "title_len"]
+    raw = pq.read_table(raw_reviews, columns=cols)
+    n_raw = raw.num_rows
+    user, user_ids = _encode(raw["user_id"])
+    item, item_ids = _encode(raw["item_id"])
+    ts = raw["timestamp"].to_numpy()
+    line = raw["line"].to_numpy()
+    thash = raw["text_hash"].to_numpy()
+    text_len = raw["text_len"].to_numpy()
+    title_len = raw["title_len"].to_numpy()
+    del raw
+
+    keep = np.ones(n_raw, dtype=bool)
+
+    def drop(mask: np.ndarray, reason: str) -> None:
+        nonlocal keep
+        drops[reason] += int((keep & mask).sum())
+        keep &= ~mask
+
+    drop(text_len == 0, "empty text")
+    drop(text_len < p.min_text_chars, f"text shorter than {p.min_text_chars} chars")
+    drop(title_len == 0, "empty review title")
+
+    # ---- item metadata filter
+    items_tbl = None
+    meta_drops: Counter = Counter()
+    if raw_items is not None:
+        items_tbl = pq.read_table(raw_items)
+        meta_ids = np.asarray(items_tbl["item_id"].to_pylist(), dtype=object)
+        desc_len = pc.utf8_length(items_tbl["description"]).to_numpy(zero_copy_only=False)
+        title_ok = pc.utf8_length(items_tbl["title"]).to_numpy(zero_copy_only=False) > 0
+        ok = title_ok.copy()
+        meta_drops["no title"] = int((~title_ok).sum())
+        if p.require_description:
+            d_ok = (desc_len >= p.min_desc_chars) & (desc_len <= p.max_desc_chars)
+            meta_drops[f"description not {p.min_desc_chars}..{p.max_desc_chars} chars"] = int(
+                (ok & ~d_ok).sum()
+            )
+            ok &= d_ok
+        if p.require_categories:
+            c_ok = items_tbl["has_categories"].to_numpy(zero_copy_only=False)
+            meta_drops["no categories"] = int((ok & ~c_ok).sum())
+            ok &= c_ok
+        if p.require_rating_number:
+            r_ok = items_tbl["has_rating_number"].to_numpy(zero_copy_only=False)
+            meta_drops["no rating_number"] = int((ok & ~r_ok).sum())
+            ok &= r_ok
+        known = np.isin(item_ids, meta_ids)
+        passing = np.isin(item_ids, meta_ids[ok])
+        drop(~known[item], "item unknown to the metadata")
+        drop(~passing[item], "item failed the metadata filter")
+
+    # ---- dedup (newest first) among surviving rows
+    idx = np.flatnonzero(keep)
+    dkeep, n_dup_item, n_dup_text = dedup_latest_first(
+        user[idx], item[idx], thash[idx], ts[idx], line[idx]
+    )
+    keep[idx[~dkeep]] = False
+    drops["repeated (user, item)"] += n_dup_item
+    drops["repeated (user, text)"] += n_dup_text
+
+    # ---- iterative k-core
+    before = int(keep.sum())
+    keep, kcore_iters = k_core(
+        user,
+        item,
+        keep,
+        len(user_ids),
+        len(item_ids),
+        p.min_item_users,
+        p.min_user_reviews,
+        p.max_user_reviews,
+    )
+    drops["k-core"] += before - int(keep.sum())
+
+    # ---- chronological hold-out: rows sorted by user, time, file order
+    idx = np.flatnonzero(keep)
+    order = idx[np.lexsort((line[idx], ts[idx], user[idx]))]
+    u_sorted = user[order]
+    starts = np.flatnonzero(np.r_[True, u_sorted[1:] != u_sorted[:-1]])
+    counts = np.diff(np.r_[starts, len(order)])
+    rank = np.arange(len(order)) - np.repeat(starts, counts)
+    from_end = np.repeat(counts, counts) - 1 - rank
+    held = from_end < p.held_out
+    too_few = np.repeat(counts <= p.held_out, counts)
+    drops["user has no reviews before the held-out ones"] += int(too_few.sum())
+    base = ~held & ~too_few
+    held &= ~too_few
+
+    # ---- profile filter on base profiles (iterative)
+    prof_iters = 0
+    it_sorted = item[order]
+    user_ok = ~np.repeat(counts <= p.held_out, counts)
+    while True:
+        prof_iters += 1
+        ipu = np.bincount(it_sorted[base], minlength=len(item_ids))
+        new_base = base & (ipu[it_sorted] >= p.min_item_profile_users)
+        upc = np.bincount(u_sorted[new_base], minlength=len(user_ids))
+        new_user_ok = user_ok & (upc[u_sorted] >= p.min_user_profile_reviews)
+        new_base &= new_user_ok
+        if new_base.sum() == base.sum() and new_user_ok.sum() == user_ok.sum():
+            break
+        base, user_ok = new_base, new_user_ok
+    dropped_base = int((~base & ~held & ~too_few).sum())
+    drops["profile review on an item with too few profile reviewers"] += dropped_base
+    dropped_users_rows = int((held & ~user_ok).sum())
+    drops["user with too few profile reviews (held-out rows)"] += dropped_users_rows
+    held &= user_ok
+
+    # ---- optional user subsample (seeded)
+    final_users = np.unique(u_sorted[held])
+    if max_users is not None and len(final_users) > max_users:
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(final_users, size=max_users, replace=False))
+        in_sub = np.isin(u_sorted, chosen)
+        drops["not in the user subsample (max_users)"] += int(((base | held) & ~in_sub).sum())
+        base &= in_sub
+        held &= in_sub
+
+    final_sorted = base | held
+    final_rows = order[final_sorted]  # raw row indices, sorted by user, time, file order
+    # review_id = position in raw file order among kept rows (lets us stream the texts)
+    raw_keep = np.zeros(n_raw, dtype=bool)
+    raw_keep[final_rows] = True
+    review_id_of_raw = np.full(n_raw, -1, dtype=np.int64)
+    review_id_of_raw[raw_keep] = np.arange(int(raw_keep.sum()))
+
+    # ---- samples
+    f_user = user[final_rows]
+    f_ts = ts[final_rows]
+    f_rid = review_id_of_raw[final_rows]
+    f_held = held[final_sorted]
+    f_starts = np.flatnonzero(np.r_[True, f_user[1:] != f_user[:-1]])
+    f_ends = np.r_[f_starts[1:], len(final_rows)]
+    sample_rows: dict[str, list] = {k: [] for k in schema.SAMPLES.names}
+    ties_excluded = 0
+    empty_profiles = 0
+    for s, e in zip(f_starts.tolist(), f_ends.tolist()):
+        uid = user_ids[f_user[s]]
+        held_pos = np.flatnonzero(f_held[s:e]) + s
+        names = [("train", j) for j in range(p.n_train_targets)] + [("val", 0), ("test", 0)]
+        for (split, j), pos in zip(names, held_pos.tolist()):
+            cut = s + int(np.searchsorted(f_ts[s:e], f_ts[pos], side="left"))
+            ties_excluded += pos - cut
+            if cut == s:
+                empty_profiles += 1
+                continue
+            sid = f"{split}:{uid}" if split != "train" else f"train:{uid}:{j}"
+            sample_rows["sample_id"].append(sid)
+            sample_rows["split"].append(split)
+            sample_rows["user_id"].append(uid)
+            sample_rows["target"].append(int(f_rid[pos]))
+            sample_rows["profile"].append(f_rid[s:cut].tolist())
+    samples = pa.Table.from_pydict(sample_rows, schema=schema.SAMPLES)
+
+    # ---- write reviews (streaming the raw file once) and items
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kept_items = np.unique(item[final_rows])
+    n_reviews = _write_reviews(raw_reviews, raw_keep, out_dir / "reviews.parquet")
+    items = _items_table(items_tbl, item_ids[kept_items])
+    pq.write_table(items, out_dir / "items.parquet", compression="zstd")
+    pq.write_table(samples, out_dir / "samples.parquet", compression="zstd")
+
+    # ---- statistics
+    base_items = item[order[base]]
+    ipu = np.bincount(base_items, minlength=len(item_ids))
+    peers = ipu[base_items] - 1  # other users whose base profile has the item
+    split_counts = Counter(sample_rows["split"])
+    prof_len = np.array([len(x) for x in sample_rows["profile"]], dtype=np.int64)
+    return {
+        "input_rows": n_raw,
+        "users": int(len(np.unique(f_user))),
+        "items": int(len(kept_items)),
+        "reviews": int(n_reviews),
+        "samples": {s: int(split_counts.get(s, 0)) for s in SAMPLE_SPLITS},
+        "profile_length": _stats(prof_len),
+        "peers_per_profile_review": {
+            **_stats(peers),
+            "share_with_peer": round(float((peers > 0).mean()) if len(peers) else 0.0, 4),
+        },
+        "dropped_reviews": {k: v for k, v in drops.items() if v},
+        "dropped_items_by_metadata": {k: v for k, v in meta_drops.items() if v},
+        "k_core_iterations": kcore_iters,
+        "profile_filter_iterations": prof_iters,
+        "profile_reviews_excluded_same_timestamp": int(ties_excluded),
+        "samples_dropped_empty_profile": int(empty_profiles),
+        "protocol": p.__dict__,
+    }
+
+
+def _write_reviews(raw_path: str | Path, raw_keep: np.ndarray, out: Path) -> int:
+    pf = pq.ParquetFile(raw_path)
+    cols = ["user_id", "item_id", "rating", "title", "text", "timestamp"]
+    offset = 0
+    next_id = 0
+    with pq.ParquetWriter(out, schema.REVIEWS, compression="zstd") as w:
+        for batch in pf.iter_batches(batch_size=65_536, columns=cols):
+            m = raw_keep[offset : offset + batch.num_rows]
+            offset += batch.num_rows
+            if not m.any():
+                continue
+            t = pa.Table.from_batches([batch]).filter(pa.array(m))
+            ids = pa.array(np.arange(next_id, next_id + t.num_rows, dtype=np.int64))
+            next_id += t.num_rows
+            w.write_table(t.add_column(0, "review_id", ids).cast(schema.REVIEWS))
+    return next_id
+
+
+def _items_table(items_tbl: pa.Table | None, ids: np.ndarray) -> pa.Table:
+    ids_list = [str(x) for x in ids]
+    if items_tbl is None:
+        return pa.Table.from_pydict(
+            {"item_id": ids_list, "title": [""] * len(ids_list), "description": [""] * len(ids_list)},
+            schema=schema.ITEMS,
+        )
+    mask = pc.is_in(items_tbl["item_id"], value_set=pa.array(ids_list))
+    t = items_tbl.filter(mask).select(["item_id", "title", "description"])
+    return t.sort_by("item_id").cast(schema.ITEMS)

@@ -1,0 +1,347 @@
+"""Streaming readers: raw review/metadata JSON Lines (optionally gzip) to Parquet.
+
+One reader serves every JSONL source; a :class:`JsonlFormat` names the fields of each
+(Amazon Reviews'23, the McAuley 2014 and 2018 dumps, and peerdiff's generic schema).
+Lines are parsed one at a time (orjson) and written in Arrow batches, so memory stays flat
+whatever the file size. Problems are reported as ``file:line: what``:
+
+- malformed JSON, a missing or empty id, a missing or non-numeric rating or timestamp:
+  an error (or, with ``on_bad_line="skip"``, a counted skip listed in the stats);
+- an empty or missing review text or title: kept here and dropped by the protocol,
+  which counts it (DPL drops such reviews).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from peerdiff.config import Source
+from peerdiff.data import schema
+
+BATCH_ROWS = 50_000
+_WS = re.compile(r"\s+")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and line (or field).
+
+    Attributes:
+        reason: a short category (``"malformed JSON"``, ``"missing field 'rating'"``) used to
+            count skipped lines.
+    """
+
+    def __init__(self, message: str, reason: str = "bad line") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class JsonlFormat:
+    """Field names of one JSONL source (first present key wins)."""
+
+    user: tuple[str, ...]
+    item: tuple[str, ...]
+    title: tuple[str, ...]
+    text: tuple[str, ...]
+    rating: tuple[str, ...]
+    timestamp: tuple[str, ...]
+    timestamp_divisor: int  # raw units per second
+    item_id: tuple[str, ...]
+    item_title: tuple[str, ...]
+    item_description: tuple[str, ...]
+    item_categories: tuple[str, ...] = ()
+    item_rating_number: tuple[str, ...] = ()
+
+
+FORMATS: dict[Source, JsonlFormat] = {
+    Source.amazon23: JsonlFormat(
+        user=("user_id",),
+        item=("parent_asin", "asin"),
+        title=("title",),
+        text=("text",),
+        rating=("rating",),
+        timestamp=("timestamp",),
+        timestamp_divisor=1000,
+        item_id=("parent_asin",),
+        item_title=("title",),
+        item_description=("description",),
+        item_categories=("categories",),
+        item_rating_number=("rating_number",),
+    ),
+    Source.amazon2014: JsonlFormat(
+        user=("reviewerID",),
+        item=("asin",),
+        title=("summary",),
+        text=("reviewText",),
+        rating=("overall",),
+        timestamp=("unixReviewTime",),
+        timestamp_divisor=1,
+        item_id=("asin",),
+        item_title=("title",),
+        item_description=("description",),
+        item_categories=("categories",),
+    ),
+    Source.amazon2018: JsonlFormat(
+        user=("reviewerID",),
+        item=("asin",),
+        title=("summary",),
+        text=("reviewText",),
+        rating=("overall",),
+        timestamp=("unixReviewTime",),
+        timestamp_divisor=1,
+        item_id=("asin",),
+        item_title=("title",),
+        item_description=("description",),
+        item_categories=("category",),
+    ),
+    Source.generic: JsonlFormat(
+        user=("user_id",),
+        item=("item_id",),
+        title=("title",),
+        text=("text",),
+        rating=("rating",),
+        timestamp=("timestamp",),
+        timestamp_divisor=1,
+        item_id=("item_id",),
+        item_title=("title",),
+        item_description=("description",),
+        item_categories=("categories",),
+    ),
+}
+
+
+@dataclass
+class ReadStats:
+    """What a reader saw: lines, rows kept, and skipped lines by reason (with examples)."""
+
+    lines: int = 0
+    rows: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+    def skip(self, reason: str, message: str) -> None:
+        self.skipped[reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "lines": self.lines,
+            "rows": self.rows,
+            "skipped": dict(self.skipped),
+            "skipped_examples": self.examples,
+            "duplicate_ids": self.duplicates,
+        }
+
+
+def open_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, line)`` for non-blank lines of a plain or gzip file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, "rb") as probe:
+        gz = probe.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    with opener(path, "rb") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                yield n, line
+
+
+def _get(rec: dict, keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if k in rec:
+            return rec[k]
+    return None
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from an int, float or numeric string; None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        x = float(value)
+    elif isinstance(value, str):
+        try:
+            x = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def text_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def clean_text(value: Any, normalize: bool) -> str:
+    if not isinstance(value, str):
+        return ""
+    return _WS.sub(" ", value).strip() if normalize else value
+
+
+def make_description(value: Any) -> str:
+    """Item description as DPL builds it: lists joined, a lone 'Product Description' header dropped."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list):
+        parts = [str(v) for v in value if v is not None]
+        if parts and parts[0] == "Product Description":
+            parts = parts[1:]
+        return " ".join(parts).strip()
+    return str(value)
+
+
+def _parse(path: Path, n: int, line: bytes) -> dict:
+    try:
+        rec = orjson.loads(line)
+    except orjson.JSONDecodeError as e:
+        raise DataError(f"{path}:{n}: malformed JSON ({e})", "malformed JSON") from None
+    if not isinstance(rec, dict):
+        raise DataError(
+            f"{path}:{n}: expected a JSON object, got {type(rec).__name__}", "not an object"
+        )
+    return rec
+
+
+def _missing(path: Path, n: int, key: str) -> DataError:
+    return DataError(f"{path}:{n}: missing required field {key!r}", f"missing field {key!r}")
+
+
+def _not_number(path: Path, n: int, key: str, value: Any) -> DataError:
+    return DataError(
+        f"{path}:{n}: field {key!r} is not a number: {value!r}", f"non-numeric {key!r}"
+    )
+
+
+def read_reviews(
+    path: str | Path,
+    fmt: JsonlFormat,
+    out: str | Path,
+    on_bad_line: str = "error",
+    normalize_whitespace: bool = True,
+    progress: Callable[[int], Any] | None = None,
+) -> ReadStats:
+    """Stream a review JSONL file into a Parquet file with :data:`schema.RAW_REVIEWS`.
+
+    ``progress`` is called with the number of lines read since its last call.
+
+    Raises:
+        DataError: with ``file:line`` for malformed lines when ``on_bad_line == "error"``.
+    """
+    path = Path(path)
+    stats = ReadStats()
+    cols: dict[str, list] = {name: [] for name in schema.RAW_REVIEWS.names}
+    with pq.ParquetWriter(out, schema.RAW_REVIEWS, compression="zstd") as writer:
+
+        def flush() -> None:
+            if cols["line"]:
+                writer.write_table(pa.Table.from_pydict(cols, schema=schema.RAW_REVIEWS))
+                for v in cols.values():
+                    v.clear()
+
+        for n, line in open_lines(path):
+            stats.lines += 1
+            if progress is not None and stats.lines % 10_000 == 0:
+                progress(10_000)
+            try:
+                rec = _parse(path, n, line)
+                user = _get(rec, fmt.user)
+                item = _get(rec, fmt.item)
+                for key, value in ((fmt.user[0], user), (fmt.item[0], item)):
+                    if value is None or (isinstance(value, str) and not value.strip()):
+                        raise _missing(path, n, key)
+                rating_raw = _get(rec, fmt.rating)
+                if rating_raw is None:
+                    raise _missing(path, n, fmt.rating[0])
+                rating = _number(rating_raw)
+                if rating is None:
+                    raise _not_number(path, n, fmt.rating[0], rating_raw)
+                ts_raw = _get(rec, fmt.timestamp)
+                if ts_raw is None:
+                    raise _missing(path, n, fmt.timestamp[0])
+                ts = _number(ts_raw)
+                if ts is None:
+                    raise _not_number(path, n, fmt.timestamp[0], ts_raw)
+            except DataError as e:
+                if on_bad_line == "error":
+                    raise
+                stats.skip(e.reason, str(e))
+                continue
+            text = clean_text(_get(rec, fmt.text), normalize_whitespace)
+            title = clean_text(_get(rec, fmt.title), normalize_whitespace)
+            cols["user_id"].append(str(user))
+            cols["item_id"].append(str(item))
+            cols["rating"].append(rating)
+            cols["title"].append(title)
+            cols["text"].append(text)
+            cols["text_len"].append(len(text))
+            cols["title_len"].append(len(title))
+            cols["timestamp"].append(int(ts // fmt.timestamp_divisor))
+            cols["line"].append(n)
+            cols["text_hash"].append(text_hash(text))
+            stats.rows += 1
+            if len(cols["line"]) >= BATCH_ROWS:
+                flush()
+        flush()
+    if progress is not None:
+        progress(stats.lines % 10_000)
+    return stats
+
+
+def read_items(
+    path: str | Path,
+    fmt: JsonlFormat,
+    out: str | Path,
+    on_bad_line: str = "error",
+) -> ReadStats:
+    """Stream item metadata JSONL into Parquet (:data:`schema.RAW_ITEMS`); first record per id wins."""
+    path = Path(path)
+    stats = ReadStats()
+    seen: set[str] = set()
+    cols: dict[str, list] = {name: [] for name in schema.RAW_ITEMS.names}
+    for n, line in open_lines(path):
+        stats.lines += 1
+        try:
+            rec = _parse(path, n, line)
+            item = _get(rec, fmt.item_id)
+            if item is None or (isinstance(item, str) and not item.strip()):
+                raise _missing(path, n, fmt.item_id[0])
+        except DataError as e:
+            if on_bad_line == "error":
+                raise
+            stats.skip(e.reason, str(e))
+            continue
+        item = str(item)
+        if item in seen:
+            stats.duplicates += 1
+            continue
+        seen.add(item)
+        title = _get(rec, fmt.item_title)
+        cols["item_id"].append(item)
+        cols["title"].append(clean_text(title, True))
+        cols["description"].append(make_description(_get(rec, fmt.item_description)))
+        cats = _get(rec, fmt.item_categories) if fmt.item_categories else None
+        cols["has_categories"].append(bool(cats) if fmt.item_categories else True)
+        rn = _get(rec, fmt.item_rating_number) if fmt.item_rating_number else None
+        cols["has_rating_number"].append(bool(rn) if fmt.item_rating_number else True)
+        cols["line"].append(n)
+        stats.rows += 1
+    pq.write_table(pa.Table.from_pydict(cols, schema=schema.RAW_ITEMS), out, compression="zstd")
+    return stats
