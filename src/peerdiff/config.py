@@ -47,7 +47,9 @@ class Protocol:
     min_text_chars: int = field(default=200, metadata={"help": "drop reviews with shorter text"})
     min_desc_chars: int = field(default=100, metadata={"help": "item description length, lower"})
     max_desc_chars: int = field(default=2000, metadata={"help": "item description length, upper"})
-    require_description: bool = field(default=True, metadata={"help": "apply the description filter"})
+    require_description: bool = field(
+        default=True, metadata={"help": "apply the description filter"}
+    )
     require_rating_number: bool = field(default=True, metadata={"help": "items need rating_number"})
     require_categories: bool = field(default=True, metadata={"help": "items need categories"})
     min_item_users: int = field(default=8, metadata={"help": "k-core: reviewers per item"})
@@ -106,7 +108,9 @@ PRESETS: dict[str, Protocol] = {
 @dataclass
 class DataConfig:
     source: Source = Source.amazon23
-    root: str = field(default_factory=default_data_root, metadata={"help": "base of relative paths"})
+    root: str = field(
+        default_factory=default_data_root, metadata={"help": "base of relative paths"}
+    )
     reviews: str = "amazon-2023-schema-digital-music/Digital_Music.jsonl.gz"
     items: str | None = "amazon-2023-schema-digital-music/meta_Digital_Music.jsonl.gz"
     category: str | None = field(default=None, metadata={"help": "DPL-main config, e.g. Books"})
@@ -129,7 +133,9 @@ class DataConfig:
     def resolved_protocol(self) -> Protocol:
         base = asdict(PRESETS[self.preset])
         for key, value in self.protocol.items():
-            base[key] = _convert(typing.get_type_hints(Protocol)[key], value, f"data.protocol.{key}")
+            base[key] = _convert(
+                typing.get_type_hints(Protocol)[key], value, f"data.protocol.{key}"
+            )
         return Protocol(**base)
 
     def path(self, rel: str | None) -> Path | None:

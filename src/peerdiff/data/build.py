@@ -362,7 +362,11 @@ def _items_table(items_tbl: pa.Table | None, ids: np.ndarray) -> pa.Table:
     ids_list = [str(x) for x in ids]
     if items_tbl is None:
         return pa.Table.from_pydict(
-            {"item_id": ids_list, "title": [""] * len(ids_list), "description": [""] * len(ids_list)},
+            {
+                "item_id": ids_list,
+                "title": [""] * len(ids_list),
+                "description": [""] * len(ids_list),
+            },
             schema=schema.ITEMS,
         )
     mask = pc.is_in(items_tbl["item_id"], value_set=pa.array(ids_list))

@@ -218,7 +218,9 @@ def _prepare_dpl(data: DataConfig, out_dir: Path, seed: int) -> dict[str, Any]:
                 continue
             j = counter.get(f"{split}:{user}", 0)
             counter[f"{split}:{user}"] = j + 1
-            samples["sample_id"].append(f"train:{user}:{j}" if split == "train" else f"{split}:{user}")
+            samples["sample_id"].append(
+                f"train:{user}:{j}" if split == "train" else f"{split}:{user}"
+            )
             samples["split"].append(split)
             samples["user_id"].append(user)
             samples["target"].append(target)
@@ -237,7 +239,9 @@ def _prepare_dpl(data: DataConfig, out_dir: Path, seed: int) -> dict[str, Any]:
     )
     pq.write_table(reviews, out_dir / "reviews.parquet")
     pq.write_table(items, out_dir / "items.parquet")
-    pq.write_table(pa.Table.from_pydict(samples, schema=schema.SAMPLES), out_dir / "samples.parquet")
+    pq.write_table(
+        pa.Table.from_pydict(samples, schema=schema.SAMPLES), out_dir / "samples.parquet"
+    )
     split_counts = {s: samples["split"].count(s) for s in SAMPLE_SPLITS}
     return {
         "input_rows": len(rows["review_id"]),

