@@ -123,6 +123,13 @@ def k_core(
         keep = new
 
 
+def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start positions of runs of equal values in a sorted array (empty for empty input)."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+
+
 def _stats(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {"min": 0, "median": 0, "mean": 0, "max": 0}
@@ -229,7 +236,7 @@ def build_benchmark(
     idx = np.flatnonzero(keep)
     order = idx[np.lexsort((line[idx], ts[idx], user[idx]))]
     u_sorted = user[order]
-    starts = np.flatnonzero(np.r_[True, u_sorted[1:] != u_sorted[:-1]])
+    starts = _group_starts(u_sorted)
     counts = np.diff(np.r_[starts, len(order)])
     rank = np.arange(len(order)) - np.repeat(starts, counts)
     from_end = np.repeat(counts, counts) - 1 - rank
@@ -282,7 +289,7 @@ def build_benchmark(
     f_ts = ts[final_rows]
     f_rid = review_id_of_raw[final_rows]
     f_held = held[final_sorted]
-    f_starts = np.flatnonzero(np.r_[True, f_user[1:] != f_user[:-1]])
+    f_starts = _group_starts(f_user)
     f_ends = np.r_[f_starts[1:], len(final_rows)]
     sample_rows: dict[str, list] = {k: [] for k in schema.SAMPLES.names}
     ties_excluded = 0
@@ -369,6 +376,6 @@ def _items_table(items_tbl: pa.Table | None, ids: np.ndarray) -> pa.Table:
             },
             schema=schema.ITEMS,
         )
-    mask = pc.is_in(items_tbl["item_id"], value_set=pa.array(ids_list))
+    mask = pc.is_in(items_tbl["item_id"], value_set=pa.array(ids_list, type=pa.string()))
     t = items_tbl.filter(mask).select(["item_id", "title", "description"])
     return t.sort_by("item_id").cast(schema.ITEMS)

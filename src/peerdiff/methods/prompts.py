@@ -29,8 +29,10 @@ def clip(text: str, limit: int) -> str:
     text = text.strip()
     if len(text) <= limit:
         return text
-    cut = text[:limit].rsplit(" ", 1)[0]
-    return (cut or text[:limit]) + " ..."
+    cut = text[:limit]
+    if not text[limit].isspace():  # cut inside a word: drop the partial word
+        cut = cut.rsplit(" ", 1)[0] or cut
+    return cut.rstrip() + " ..."
 
 
 def system_prompt(extra: str = "") -> str:

@@ -1,0 +1,134 @@
+import pyarrow.parquet as pq
+import pytest
+from conftest import write_jsonl
+
+from peerdiff.config import Source
+from peerdiff.data.readers import FORMATS, DataError, make_description, read_items, read_reviews
+
+A23 = FORMATS[Source.amazon23]
+
+
+def rec(**kw):
+    base = {
+        "user_id": "u1",
+        "parent_asin": "i1",
+        "title": "t",
+        "text": "some text",
+        "rating": 5.0,
+        "timestamp": 1_600_000_000_000,
+    }
+    base.update(kw)
+    return base
+
+
+def read(tmp_path, records, fmt=A23, **kw):
+    src = write_jsonl(tmp_path / "r.jsonl", records)
+    out = tmp_path / "raw.parquet"
+    stats = read_reviews(src, fmt, out, **kw)
+    return stats, pq.read_table(out).to_pylist()
+
+
+def test_amazon23_fields_and_millisecond_timestamps(tmp_path):
+    stats, rows = read(tmp_path, [rec(text="  a   b \n c ")])
+    assert stats.rows == 1
+    r = rows[0]
+    assert (r["user_id"], r["item_id"], r["rating"], r["timestamp"]) == (
+        "u1",
+        "i1",
+        5.0,
+        1_600_000_000,
+    )
+    assert r["text"] == "a b c" and r["text_len"] == 5 and r["line"] == 1
+
+
+def test_gzip_and_blank_lines_keep_true_line_numbers(tmp_path):
+    src = write_jsonl(tmp_path / "r.jsonl.gz", [rec(), "", rec(user_id="u2")], gz=True)
+    read_reviews(src, A23, tmp_path / "o.parquet")
+    assert [r["line"] for r in pq.read_table(tmp_path / "o.parquet").to_pylist()] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"user_id": "u1", broken', "malformed JSON"),
+        ('["not", "an", "object"]', "expected a JSON object"),
+        (rec(user_id=None), "missing required field 'user_id'"),
+        (rec(parent_asin=""), "missing required field 'parent_asin'"),
+        (rec(rating="five"), "field 'rating' is not a number: 'five'"),
+        (rec(rating="nan"), "field 'rating' is not a number: 'nan'"),
+        (rec(timestamp=None), "missing required field 'timestamp'"),
+    ],
+)
+def test_bad_lines_name_file_and_line(tmp_path, line, message):
+    with pytest.raises(DataError) as e:
+        read(tmp_path, [rec(), line])
+    assert f"r.jsonl:2: {message}" in str(e.value)
+
+
+def test_skip_mode_counts_bad_lines(tmp_path):
+    stats, rows = read(
+        tmp_path, [rec(), "{oops", rec(rating="x"), rec(rating="4")], on_bad_line="skip"
+    )
+    assert len(rows) == 2 and rows[1]["rating"] == 4.0  # numeric strings are numbers
+    assert stats.skipped == {"malformed JSON": 1, "non-numeric 'rating'": 1}
+    assert any("r.jsonl:2" in e for e in stats.examples)
+
+
+def test_empty_text_and_title_are_kept_for_the_protocol_to_count(tmp_path):
+    _, rows = read(tmp_path, [rec(text=None, title="")])
+    assert rows[0]["text_len"] == 0 and rows[0]["title_len"] == 0
+
+
+@pytest.mark.parametrize("source", [Source.amazon2014, Source.amazon2018])
+def test_mcauley_formats(tmp_path, source):
+    r = {
+        "reviewerID": "A1",
+        "asin": "B1",
+        "summary": "Nice",
+        "reviewText": "Good album",
+        "overall": 4.0,
+        "unixReviewTime": 1_158_019_200,
+        "helpful": [3, 3],
+    }
+    _, rows = read(tmp_path, [r], fmt=FORMATS[source])
+    assert rows[0]["user_id"] == "A1" and rows[0]["timestamp"] == 1_158_019_200
+    assert rows[0]["title"] == "Nice"
+
+
+def test_generic_format(tmp_path):
+    r = {"user_id": "x", "item_id": "y", "title": "T", "text": "body", "rating": 3, "timestamp": 10}
+    _, rows = read(tmp_path, [r], fmt=FORMATS[Source.generic])
+    assert rows[0]["item_id"] == "y" and rows[0]["timestamp"] == 10
+
+
+def test_items_descriptions_and_duplicates(tmp_path):
+    metas = [
+        {
+            "parent_asin": "i1",
+            "title": "A",
+            "description": ["Product Description", "Long text"],
+            "categories": ["Music"],
+            "rating_number": 3,
+        },
+        {"parent_asin": "i1", "title": "dup", "description": []},
+        {
+            "parent_asin": "i2",
+            "title": "B",
+            "description": [],
+            "categories": [],
+            "rating_number": None,
+        },
+    ]
+    src = write_jsonl(tmp_path / "m.jsonl", metas)
+    stats = read_items(src, A23, tmp_path / "m.parquet")
+    rows = pq.read_table(tmp_path / "m.parquet").to_pylist()
+    assert stats.duplicates == 1 and [r["item_id"] for r in rows] == ["i1", "i2"]
+    assert rows[0]["description"] == "Long text" and rows[0]["has_rating_number"]
+    assert not rows[1]["has_categories"] and not rows[1]["has_rating_number"]
+
+
+def test_make_description_variants():
+    assert make_description(None) == ""
+    assert make_description(" plain ") == "plain"
+    assert make_description(["Product Description"]) == ""
+    assert make_description(["a", "b"]) == "a b"

@@ -1,0 +1,56 @@
+import pytest
+
+from peerdiff.config import ConfigError, load_config
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(
+        None, ["generate.batch_size=3", "data.protocol.min_text_chars=50", "methods=[rag]"]
+    )
+    assert cfg.generate.batch_size == 3
+    assert cfg.data.resolved_protocol().min_text_chars == 50
+    assert cfg.data.resolved_protocol().min_user_reviews == 10  # rest from the small preset
+    assert cfg.methods == ["rag"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("generate.batchsize=3", "unknown key generate.batchsize"),
+        ("generate.batch_size=three", "generate.batch_size must be an integer"),
+        ("generate.batch_size=0", "generate.batch_size must be > 0"),
+        ("generate.top_p=1.5", "top_p"),
+        ("data.source=csv", "data.source: 'csv' is not one of"),
+        ("data.preset=huge", "data.preset: 'huge' is not one of"),
+        ("data.protocol.min_txt=3", "unknown key data.protocol.min_txt"),
+        ("data.protocol.min_text_chars=-1", "min_text_chars must be >= 0"),
+        ("methods=[gpt]", "methods: 'gpt' is not one of"),
+        ("generate.splits=[dev]", "'dev' is not one of train, val, test"),
+        ("data.on_bad_line=ignore", "data.on_bad_line"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(None, [override])
+
+
+def test_errors_name_the_file(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("generate:\n  max_new_tokens: lots\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: generate.max_new_tokens must be an integer"):
+        load_config(p)
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for p in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+        cfg = load_config(p)
+        first = p.read_text().splitlines()[0]
+        assert first.startswith("# peerdiff "), f"{p.name}: first line must be its command"
+        assert cfg.name

