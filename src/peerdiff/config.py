@@ -214,6 +214,18 @@ class EvalConfig:
     bootstrap: int = field(default=1000, metadata={"help": "paired bootstrap resamples"})
 
 
+@dataclass
+class ContrastConfig:
+    max_slots: int = field(default=8, metadata={"help": "past reviews with a peer per sample"})
+    weighting: Literal["reference", "uniform", "distance", "softmax"] = field(
+        default="reference", metadata={"help": "peer weights; reference = DEP's softmax(d/sum d)"}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "for weighting=softmax"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "contrast", "max_slots", "temperature")
+
+
 METHODS = ("nonperso", "rag")
 
 
@@ -230,6 +242,7 @@ class RunConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     methods: list[str] = field(default_factory=lambda: ["nonperso", "rag"])
     rag: RagConfig = field(default_factory=RagConfig)
+    contrast: ContrastConfig = field(default_factory=ContrastConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
