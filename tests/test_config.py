@@ -11,6 +11,7 @@ def test_defaults_and_overrides():
     assert cfg.data.resolved_protocol().min_text_chars == 50
     assert cfg.data.resolved_protocol().min_user_reviews == 10  # rest from the small preset
     assert cfg.methods == ["rag"]
+    assert load_config(None, ["train.lr=1e-3"]).train.lr == 1e-3  # YAML 1.1 gives a string
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@ import pytest
 
 from peerdiff.backends.base import GenParams
 from peerdiff.data.schema import Sample
-from peerdiff.generate import read_jsonl, run_predictions
+from peerdiff.generate import chat_fn, read_jsonl, run_predictions
 
 
 class EchoBackend:
@@ -32,15 +32,25 @@ def setup(n=10):
 def test_interrupted_generation_resumes_to_the_same_file(tmp_path):
     samples, convs = setup()
     clean = tmp_path / "clean.jsonl"
-    run_predictions("m", samples, convs, EchoBackend(), GenParams(), clean, "k", chunk=3)
+    run_predictions(
+        "m", samples, convs, chat_fn(EchoBackend(), convs, GenParams()), clean, "k", chunk=3
+    )
     out = tmp_path / "run.jsonl"
     with pytest.raises(KeyboardInterrupt):
         run_predictions(
-            "m", samples, convs, EchoBackend(crash_on=3), GenParams(), out, "k", chunk=3
+            "m",
+            samples,
+            convs,
+            chat_fn(EchoBackend(crash_on=3), convs, GenParams()),
+            out,
+            "k",
+            chunk=3,
         )
     assert len(read_jsonl(out)) == 6  # two chunks were kept
     backend = EchoBackend()
-    recs = run_predictions("m", samples, convs, backend, GenParams(), out, "k", chunk=3)
+    recs = run_predictions(
+        "m", samples, convs, chat_fn(backend, convs, GenParams()), out, "k", chunk=3
+    )
     assert backend.seen == [f"prompt {i}" for i in range(6, 10)]  # only the rest
     assert out.read_bytes() == clean.read_bytes()
     assert recs[0]["text"] == "0 tpmorp"  # the [Review]: prefix is stripped
@@ -49,13 +59,13 @@ def test_interrupted_generation_resumes_to_the_same_file(tmp_path):
 def test_changed_prompts_or_settings_are_regenerated(tmp_path):
     samples, convs = setup(4)
     out = tmp_path / "p.jsonl"
-    run_predictions("m", samples, convs, EchoBackend(), GenParams(), out, "k1")
+    run_predictions("m", samples, convs, chat_fn(EchoBackend(), convs, GenParams()), out, "k1")
     convs[1] = [{"role": "user", "content": "changed"}]
     b = EchoBackend()
-    run_predictions("m", samples, convs, b, GenParams(), out, "k1")
+    run_predictions("m", samples, convs, chat_fn(b, convs, GenParams()), out, "k1")
     assert b.seen == ["changed"]
     b = EchoBackend()
-    run_predictions("m", samples, convs, b, GenParams(), out, "k2")
+    run_predictions("m", samples, convs, chat_fn(b, convs, GenParams()), out, "k2")
     assert len(b.seen) == 4
 
 

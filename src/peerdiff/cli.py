@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cmd("prepare", "build the benchmark tables and print their statistics")
     cmd("embed", "embed every profile review with the frozen encoder (cached)")
+    cmd("contrast", "DEP slots and difference vectors for every sample")
+    t = cmd("train", "train the adapters of the configured soft-prompt methods")
+    t.add_argument("--method", action="append", help="only these methods")
     g = cmd("generate", "generate predictions for the configured methods")
     g.add_argument("--method", action="append", help="only these methods")
     e = cmd("evaluate", "score predictions (generating what is missing)")
@@ -65,6 +68,21 @@ def main(argv: list[str] | None = None) -> int:
             s.prepare()
             st = s.embed()
             print(f"vectors: {st.path('vectors.npy')}  {st.manifest().get('counts')}")
+        elif args.command == "contrast":
+            st = s.contrast()
+            print(f"{st.dir}: {st.manifest()['seconds']} s, {st.manifest()['stats']}")
+        elif args.command == "train":
+            from peerdiff.config import SOFT_METHODS
+
+            for m in args.method or [x for x in cfg.methods if x in SOFT_METHODS]:
+                st = s.train(m)
+                state = st.manifest()["state"]
+                for e in state["epochs"]:
+                    print(
+                        f"{m} epoch {e['epoch']}: train loss {e['train_loss']:.4f}, "
+                        f"val {st.manifest()['val_metric']} {e['val_score']:.4f}"
+                    )
+                print(f"{m}: best epoch {state['best_epoch']} -> {st.path('best')}")
         elif args.command == "generate":
             s.prepare()
             for m in args.method or cfg.methods:

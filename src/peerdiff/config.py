@@ -226,7 +226,60 @@ class ContrastConfig:
         _positive(self, "contrast", "max_slots", "temperature")
 
 
-METHODS = ("nonperso", "rag")
+@dataclass
+class SoftConfig:
+    """Prompt layout and sizes of the soft-prompt methods (DEP, its ablations, PPlug, control)."""
+
+    text_reviews: int = field(default=8, metadata={"help": "slots whose review text is shown"})
+    max_review_chars: int = field(default=300, metadata={"help": "text of a shown past review"})
+    compact: bool = field(default=False, metadata={"help": "one short line per slot (CPU)"})
+    pplug_history: int = field(default=32, metadata={"help": "history vectors PPlug attends to"})
+    sae_hidden: int | None = field(default=None, metadata={"help": "default encoder dim // 2"})
+
+    def __post_init__(self) -> None:
+        if self.text_reviews < 0:
+            raise ConfigError(f"dep.text_reviews must be >= 0, got {self.text_reviews}")
+        _positive(self, "dep", "max_review_chars", "pplug_history")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    lr: float = 1e-5
+    batch_size: int = 1
+    grad_accum: int = 16
+    weight_decay: float = 0.025
+    warmup_ratio: float = 0.01
+    max_grad_norm: float = 1.0
+    recon_weight: float = field(default=100.0, metadata={"help": "loss = lm + w (recon + k kl)"})
+    kl_weight: float = 1e-3
+    rho: float = 0.05
+    max_target_tokens: int = field(default=128, metadata={"help": "target review, truncated"})
+    samples_per_user: int | None = field(
+        default=None, metadata={"help": "latest N train samples per user (DEP code: 1)"}
+    )
+    val_samples: int | None = field(default=64, metadata={"help": "val samples for selection"})
+    val_max_new_tokens: int | None = field(default=None, metadata={"help": "default: generate's"})
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive(self, "train", "epochs", "lr", "batch_size", "grad_accum", "max_target_tokens")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 < self.rho < 1:
+            raise ConfigError(f"train.rho must be in (0, 1), got {self.rho}")
+
+
+# Soft-prompt methods: adapter settings on top of the `dep` section.
+SOFT_METHODS: dict[str, dict[str, Any]] = {
+    "dep": {"kind": "dep"},
+    "dep-nodiff": {"kind": "dep", "use_difference": False},
+    "dep-nohist": {"kind": "dep", "use_history": False},
+    "dep-nosae": {"kind": "dep", "use_sae": False},
+    "pplug": {"kind": "pplug"},
+    "constant": {"kind": "constant"},
+}
+METHODS = ("nonperso", "rag", *SOFT_METHODS)
 
 
 @dataclass
@@ -243,6 +296,8 @@ class RunConfig:
     methods: list[str] = field(default_factory=lambda: ["nonperso", "rag"])
     rag: RagConfig = field(default_factory=RagConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
+    dep: SoftConfig = field(default_factory=SoftConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
@@ -369,6 +424,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         return float(value)

@@ -129,9 +129,7 @@ def difference_vectors(
     return diff, n_peers
 
 
-def select_slots(
-    flat: np.ndarray, offsets: np.ndarray, has_peer: np.ndarray, k: int
-) -> np.ndarray:
+def select_slots(flat: np.ndarray, offsets: np.ndarray, has_peer: np.ndarray, k: int) -> np.ndarray:
     """Per sample, the up-to-``k`` newest profile reviews with a peer (newest first).
 
     Args:
@@ -199,8 +197,12 @@ class ContrastData:
         from peerdiff.stage import atomic_path, write_json
 
         d = Path(directory)
-        for name, arr in [("slots", self.slots), ("review_ids", self.review_ids),
-                          ("diff", self.diff), ("n_peers", self.n_peers)]:
+        for name, arr in [
+            ("slots", self.slots),
+            ("review_ids", self.review_ids),
+            ("diff", self.diff),
+            ("n_peers", self.n_peers),
+        ]:
             with atomic_path(d / f"{name}.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, arr)
         write_json(d / "sample_ids.json", self.sample_ids)

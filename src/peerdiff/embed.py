@@ -25,6 +25,7 @@ from tqdm import tqdm
 from peerdiff.config import EmbedConfig
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.readers import text_hash
+from peerdiff.data.schema import Sample
 from peerdiff.device import pick_device
 from peerdiff.stage import Stage, atomic_path, fingerprint
 
@@ -198,13 +199,26 @@ def review_input(title: str, text: str, mode: str) -> str:
     return f"{title}. {text}" if mode == "title_text" and title else text
 
 
+def input_text(bench: Benchmark, sample: Sample) -> str:
+    """A sample's input as known at generation time: target item and given review title.
+
+    PPlug's input-aware attention queries the history with this vector. It never contains
+    the target review's text.
+    """
+    target = bench.review(sample.target)
+    item = bench.item(target.item_id)
+    return f"{item.title}. {target.title}. {item.description[:300]}"
+
+
 def embed_benchmark(
     bench: Benchmark, cfg: EmbedConfig, run_dir: Path, cache_dir: str | Path, upstream: str
 ) -> Stage:
     """``peerdiff embed``: vectors for every review that appears in some profile.
 
     Writes ``embed/vectors.npy`` (``(n_reviews, dim)`` float32). Rows of reviews that are in
-    no profile (validation and test targets) are NaN: no feature can use them silently.
+    no profile (test targets) are NaN: no feature can use them silently. Also writes
+    ``inputs.npy`` (``(n_samples, dim)``, sample order of the benchmark): each sample's
+    :func:`input_text` vector.
     """
     stage = Stage(run_dir, "embed")
     key = fingerprint(upstream, asdict(cfg))
@@ -217,13 +231,15 @@ def embed_benchmark(
     vecs, counts = embed_texts(texts, encoder, cache, cfg.batch_size)
     full = np.full((len(bench), encoder.dim), np.nan, dtype=np.float32)
     full[rows] = vecs
-    with atomic_path(stage.path("vectors.npy")) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, full)
+    samples = bench.samples()
+    inputs, _ = embed_texts([input_text(bench, s) for s in samples], encoder, cache, cfg.batch_size)
+    for name, arr in (("vectors.npy", full), ("inputs.npy", inputs)):
+        with atomic_path(stage.path(name)) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr)
     stage.finish(
         key,
         {"embed": asdict(cfg)},
-        ["vectors.npy"],
+        ["vectors.npy", "inputs.npy"],
         encoder={
             "name": cfg.model,
             "path": encoder.path,

@@ -49,12 +49,18 @@ def write_jsonl(path: str | Path, records: Sequence[dict]) -> None:
         tmp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
 
 
+def chat_fn(
+    backend: ChatBackend, conversations: Sequence[list[Message]], params: GenParams, desc: str = ""
+) -> Callable[[list[int]], list[str]]:
+    """A ``generate`` callable for :func:`run_predictions` from a chat backend."""
+    return lambda idx: backend.chat([conversations[i] for i in idx], params, desc=desc)
+
+
 def run_predictions(
     method: str,
     samples: Sequence[Sample],
     conversations: Sequence[list[Message]],
-    backend: ChatBackend,
-    params: GenParams,
+    generate: Callable[[list[int]], list[str]],
     out_path: str | Path,
     gen_key: str,
     chunk: int = 32,
@@ -63,6 +69,7 @@ def run_predictions(
     """Generate (or reuse) one prediction per sample.
 
     Args:
+        generate: sample indices -> raw generations (a backend call; see :func:`chat_fn`).
         gen_key: identity of the model and generation settings; records made under another
             key are regenerated.
         chunk: samples per append (the unit of progress kept after an interruption).
@@ -86,11 +93,7 @@ def run_predictions(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(todo), chunk):
         idx = todo[start : start + chunk]
-        raws = backend.chat(
-            [conversations[i] for i in idx],
-            params,
-            desc=f"{method} {start + len(idx)}/{len(todo)}",
-        )
+        raws = generate(idx)
         recs = [
             {
                 "sample_id": samples[i].sample_id,

@@ -28,13 +28,13 @@ from rich.console import Console
 from rich.table import Table
 
 from peerdiff.backends.base import GenParams
-from peerdiff.config import RunConfig
+from peerdiff.config import SOFT_METHODS, RunConfig
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.prepare import prepare
-from peerdiff.embed import embed_benchmark
-from peerdiff.generate import read_jsonl, run_predictions
+from peerdiff.data.schema import Sample
+from peerdiff.generate import chat_fn, read_jsonl, run_predictions
 from peerdiff.methods import Context, get_method
-from peerdiff.methods.prompts import approx_tokens
+from peerdiff.methods.prompts import approx_tokens, strip_prefix
 from peerdiff.metrics import METRICS, score_texts
 from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_json
 
@@ -76,12 +76,212 @@ class Session:
         return self._bench
 
     def embed(self) -> Stage:
+        from peerdiff.embed import embed_benchmark
+
         bench = self.bench
         st = embed_benchmark(
             bench, self.cfg.embed, self.run_dir, self.cfg.cache_dir, self.keys["prepare"]
         )
         self.keys["embed"] = st.key()
         return st
+
+    def contrast(self) -> Stage:
+        """``peerdiff contrast``: slots and difference vectors for every sample."""
+        from peerdiff.contrast import compute_contrast
+        from peerdiff.embed import load_vectors
+
+        emb = self.embed()
+        bench = self.bench
+        c = self.cfg.contrast
+        st = Stage(self.run_dir, "contrast")
+        key = fingerprint(self.keys["embed"], asdict(c))
+        if not st.is_done(key):
+            t0 = time.time()
+            users, items = bench.codes()
+            flat, offsets = bench.profile_arrays()
+            data = compute_contrast(
+                load_vectors(emb.dir),
+                users,
+                items,
+                bench.base_mask,
+                flat,
+                offsets,
+                [s.sample_id for s in bench.samples()],
+                c.max_slots,
+                c.weighting,
+                c.temperature,
+            )
+            seconds = time.time() - t0
+            outputs = data.save(st.dir)
+            filled = (data.slots >= 0).sum(1)
+            stats = {
+                "samples": len(data.sample_ids),
+                "slots_per_sample_mean": round(float(filled.mean()), 2) if len(filled) else 0.0,
+                "samples_with_all_slots": int((filled == c.max_slots).sum()),
+                "samples_without_slots": int((filled == 0).sum()),
+                "slot_reviews": int(len(data.review_ids)),
+                "peers_per_slot_review_median": (
+                    float(np.median(data.n_peers)) if len(data.n_peers) else 0.0
+                ),
+            }
+            st.finish(key, {"contrast": asdict(c)}, outputs, seconds=round(seconds, 3), stats=stats)
+        self.keys["contrast"] = key
+        return st
+
+    def soft_context(self):
+        from peerdiff.contrast import ContrastData
+        from peerdiff.embed import load_vectors
+        from peerdiff.methods.softprompt import SoftContext
+
+        cst = self.contrast()
+        emb_dir = self.run_dir / "embed"
+        vectors = load_vectors(emb_dir)
+        inputs = np.load(emb_dir / "inputs.npy")
+        ids = [s.sample_id for s in self.bench.samples()]
+        return SoftContext(
+            self.bench,
+            self.cfg.prompt,
+            _token_counter(self.backend),
+            contrast=ContrastData.load(cst.dir, vectors),
+            inputs=dict(zip(ids, inputs)),
+        )
+
+    def _soft_parts(self, method: str):
+        from peerdiff.methods.softprompt import SoftPromptMethod
+        from peerdiff.model.inject import Injector, add_placeholders
+
+        m = SoftPromptMethod(method, self.cfg)
+        be = self.backend
+        ids = add_placeholders(be.tokenizer, m.placeholders())
+        return m, Injector(be.model.get_input_embeddings(), ids)
+
+    def train_samples(self) -> list[Sample]:
+        """Training samples; with ``train.samples_per_user = n``, each user's latest n."""
+        samples = self.bench.samples("train")
+        n = self.cfg.train.samples_per_user
+        if n is None:
+            return samples
+        ts = self.bench.timestamps
+        by_user: dict[str, list[Sample]] = {}
+        for s in samples:
+            by_user.setdefault(s.user_id, []).append(s)
+        keep = {
+            x.sample_id
+            for v in by_user.values()
+            for x in sorted(v, key=lambda x: -ts[x.target])[:n]
+        }
+        return [s for s in samples if s.sample_id in keep]
+
+    def train_key(self, method: str) -> str:
+        cfg = self.cfg
+        return fingerprint(
+            self.keys["contrast"],
+            method,
+            SOFT_METHODS[method],
+            asdict(cfg.dep),
+            asdict(cfg.train),
+            asdict(cfg.llm),
+            asdict(cfg.prompt),
+            cfg.seed,
+            asdict(self.gen_params()),
+        )
+
+    def train(self, method: str) -> Stage:
+        """``peerdiff train``: fit one soft-prompt method's adapter; ``best/`` is the selection."""
+        import torch
+
+        from peerdiff.model.adapters import build_adapter
+        from peerdiff.train import Example, Trainer
+
+        cfg = self.cfg
+        self.contrast()
+        st = Stage(self.run_dir / "train", method)
+        key = self.train_key(method)
+        if st.is_done(key):
+            return st
+        t0 = time.time()
+        ctx = self.soft_context()
+        m, injector = self._soft_parts(method)
+        be = self.backend
+        torch.manual_seed(cfg.seed)
+        acfg = m.adapter_config(ctx.contrast.dim, be.model.config.hidden_size)
+        adapter = build_adapter(acfg, be.model.get_input_embeddings()).to(be.device)
+        samples = self.train_samples()
+        examples = [
+            Example(be.encode(m.conversation(s, ctx)), self._target_ids(s)) for s in samples
+        ]
+        feats = m.features(samples, ctx)
+        val = self.bench.samples("val")[: cfg.train.val_samples]
+        validate, metric = self._validator(m, injector, ctx, val)
+        trainer = Trainer(
+            be.model, adapter, injector, be.tokenizer.pad_token_id, cfg.train, st.dir, key, cfg.seed
+        )
+        state = trainer.fit(examples, feats, validate)
+        n_params = sum(p.numel() for p in adapter.adapter_params())
+        st.finish(
+            key,
+            {"method": method, "train": asdict(cfg.train), "dep": asdict(cfg.dep)},
+            ["best/adapter.safetensors", "best/adapter_config.json", "state.json", "log.jsonl"],
+            state=state,
+            seconds=round(time.time() - t0, 1),
+            train_samples=len(samples),
+            prompt_tokens_mean=round(float(np.mean([len(e.prompt_ids) for e in examples])), 1),
+            val_samples=len(val),
+            val_metric=metric,
+            trainable_parameters=n_params,
+        )
+        return st
+
+    def _target_ids(self, s: Sample) -> list[int]:
+        """Target review tokens, cut at ``train.max_target_tokens`` (EOS only if it fits)."""
+        tok = self.backend.tokenizer
+        ids = tok(self.bench.texts[s.target], add_special_tokens=False)["input_ids"]
+        n = self.cfg.train.max_target_tokens
+        return ids[:n] if len(ids) >= n else ids + [tok.eos_token_id]
+
+    def _validator(self, m, injector, ctx, val: list[Sample]):
+        from peerdiff import metrics
+
+        refs = [self.bench.texts[s.target] for s in val]
+        problem = metrics.setup_wordnet(self.cfg.cache_dir)
+        metric = "meteor" if problem is None else "rougeL"
+        if problem:
+            log.warning("selecting epochs by ROUGE-L: %s", problem)
+        params = self.gen_params()
+        if self.cfg.train.val_max_new_tokens:
+            params = GenParams(
+                **{**asdict(params), "max_new_tokens": self.cfg.train.val_max_new_tokens}
+            )
+
+        def validate(adapter) -> float:
+            gen = self._soft_generate_fn(m, injector, ctx, val, adapter, params, "validate")
+            preds = [strip_prefix(p) for p in gen(list(range(len(val))))]
+            if metric == "meteor":
+                score = metrics.meteor(preds, refs)
+            else:
+                score = metrics.rouge(preds, refs)[1]
+            return float(np.mean(score)) if len(score) else 0.0
+
+        return validate, metric
+
+    def _soft_generate_fn(self, m, injector, ctx, samples: list[Sample], adapter, params, desc):
+        """A ``generate(indices)`` callable for soft-prompt generation with ``adapter``."""
+        import torch
+
+        from peerdiff.train import to_tensors
+
+        be = self.backend
+        prompts = [be.encode(m.conversation(s, ctx)) for s in samples]
+        feats = m.features(samples, ctx)
+
+        def generate(idx: list[int]) -> list[str]:
+            def soft(j: list[int]):
+                with torch.no_grad():
+                    return adapter(to_tensors(feats, [idx[x] for x in j], be.device))[0]
+
+            return be.generate_soft([prompts[i] for i in idx], soft, injector, params, desc)
+
+        return generate
 
     @property
     def backend(self):
@@ -119,32 +319,42 @@ class Session:
         cfg = self.cfg
         bench = self.bench
         stage = Stage(self.run_dir / "generate", f"{method}-{split}")
-        gen_key = fingerprint(asdict(cfg.llm), asdict(self.gen_params()))
         samples = self.samples(split)
-        m = get_method(method, cfg)
+        soft = method in SOFT_METHODS
+        trained = self.train(method) if soft else None
+        gen_key = fingerprint(
+            asdict(cfg.llm), asdict(self.gen_params()), trained.key() if trained else None
+        )
+        m = None if soft else get_method(method, cfg)
         key = fingerprint(
             self.keys["prepare"],
             method,
             getattr(m, "__dict__", {}),
             asdict(cfg.prompt),
+            asdict(cfg.dep) if soft else None,
             gen_key,
             [s.sample_id for s in samples],
         )
         if stage.is_done(key):
             return stage
         backend = self.backend
-        count = _token_counter(backend)
-        ctx = Context(bench, cfg.prompt, count)
-        convs = [m.conversation(s, ctx) for s in samples]
+        if soft:
+            from peerdiff.model.adapters import load_adapter
+
+            ctx = self.soft_context()
+            sm, injector = self._soft_parts(method)
+            convs = [sm.conversation(s, ctx) for s in samples]
+            adapter = load_adapter(trained.path("best"), backend.device).eval()
+            gen = self._soft_generate_fn(
+                sm, injector, ctx, samples, adapter, self.gen_params(), method
+            )
+        else:
+            ctx = Context(bench, cfg.prompt, _token_counter(backend))
+            convs = [m.conversation(s, ctx) for s in samples]
+            gen = chat_fn(backend, convs, self.gen_params(), method)
         t0 = time.time()
         recs = run_predictions(
-            method,
-            samples,
-            convs,
-            backend,
-            self.gen_params(),
-            stage.path("predictions.jsonl"),
-            gen_key,
+            method, samples, convs, gen, stage.path("predictions.jsonl"), gen_key
         )
         seconds = time.time() - t0
         stage.finish(

@@ -7,13 +7,14 @@ in batches, and returned in the caller's order. :meth:`HFBackend.generate_embeds
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from peerdiff.backends.base import GenParams, Message
+from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
 
 
@@ -78,33 +79,72 @@ class HFBackend:
             kw.update(temperature=None, top_p=None, top_k=None)
         return kw
 
-    @torch.no_grad()
     def generate_ids(
         self, prompts: Sequence[list[int]], params: GenParams, desc: str = "generate"
     ) -> list[str]:
         """Generate from token-id prompts; returns decoded continuations in input order."""
+        return self._generate(prompts, params, desc)
+
+    def generate_soft(
+        self,
+        prompts: Sequence[list[int]],
+        soft_fn: Callable[[list[int]], torch.Tensor],
+        injector: Injector,
+        params: GenParams,
+        desc: str = "generate",
+    ) -> list[str]:
+        """Generate from prompts whose placeholder tokens get soft vectors.
+
+        Args:
+            soft_fn: prompt indices -> ``(len(indices), n_tokens, hidden)`` soft tokens.
+            injector: maps placeholder ids to soft-token positions (``model.inject``).
+        """
+
+        def embeds(idx: list[int], ids: torch.Tensor) -> torch.Tensor:
+            return injector(ids, soft_fn(idx).to(self.device))
+
+        return self._generate(prompts, params, desc, embeds)
+
+    @torch.no_grad()
+    def _generate(
+        self,
+        prompts: Sequence[list[int]],
+        params: GenParams,
+        desc: str,
+        embeds: Callable[[list[int], torch.Tensor], torch.Tensor] | None = None,
+    ) -> list[str]:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
         pad = self.tokenizer.pad_token_id
         bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=len(prompts) <= 1)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                p = prompts[i]
-                ids[row, width - len(p) :] = torch.tensor(p)
-                mask[row, width - len(p) :] = 1
+            ids, mask = left_pad([prompts[i] for i in idx], pad)
+            ids, mask = ids.to(self.device), mask.to(self.device)
             if params.do_sample:
                 torch.manual_seed(params.seed + b)
-            gen = self.model.generate(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                **self._gen_kwargs(params),
-            )
+            if embeds is None:
+                gen = self.model.generate(
+                    input_ids=ids, attention_mask=mask, **self._gen_kwargs(params)
+                )
+                gen = gen[:, ids.shape[1] :]
+            else:  # with only inputs_embeds, generate returns the new tokens alone
+                gen = self.model.generate(
+                    inputs_embeds=embeds(idx, ids), attention_mask=mask, **self._gen_kwargs(params)
+                )
             for row, i in enumerate(idx):
-                out[i] = self.tokenizer.decode(gen[row, width:], skip_special_tokens=True).strip()
+                out[i] = self.tokenizer.decode(gen[row], skip_special_tokens=True).strip()
             bar.update(len(idx))
         bar.close()
         return out
+
+
+def left_pad(seqs: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)``, each ``(batch, max_len)``, sequences aligned to the right."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[row, width - len(s) :] = 1
+    return ids, mask

@@ -94,6 +94,20 @@ class Benchmark:
         """True for reviews in some profile and never a target: the pool peers come from."""
         return self.profile_mask & ~self.target_mask
 
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Integer codes of each review's user and item (sorted-id order)."""
+        _, u = np.unique(np.asarray(self.user_ids, dtype=object), return_inverse=True)
+        _, i = np.unique(np.asarray(self.item_ids, dtype=object), return_inverse=True)
+        return u.astype(np.int64), i.astype(np.int64)
+
+    def profile_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All profiles as one array plus ``(n_samples + 1,)`` offsets, in sample order."""
+        lens = np.array([len(s.profile) for s in self._samples], dtype=np.int64)
+        flat = np.fromiter(
+            (r for s in self._samples for r in s.profile), dtype=np.int64, count=int(lens.sum())
+        )
+        return flat, np.r_[0, np.cumsum(lens)]
+
     @cached_property
     def users(self) -> list[str]:
         return sorted({s.user_id for s in self._samples})

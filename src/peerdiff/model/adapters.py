@@ -1,0 +1,196 @@
+"""The trainable parts: adapters that turn user features into soft tokens for a frozen LLM.
+
+- :class:`DEPAdapter`: history and difference vectors -> sparse autoencoder -> two alignment
+  MLPs -> ``slots`` history tokens + ``slots`` difference tokens. Ablations switch off the
+  history tokens, the difference tokens, or the SAE (MLPs straight from encoder vectors).
+- :class:`PPlugAdapter`: one persona token: an input-aware attention over the user's history
+  vectors, then an MLP (PPlug).
+- :class:`ConstantPrompt`: the same number of learned soft tokens with no user information;
+  a control that separates "learned review style" from "learned this user".
+
+All share one interface: ``forward(features) -> (soft (batch, n_tokens, hidden), aux_losses)``
+and ``adapter_params()`` (what trains). Sizes derive from the encoder and LLM dimensions.
+Saved as ``adapter.safetensors`` + ``adapter_config.json`` (a few MB), loadable on top of the
+named base LLM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from peerdiff.model.sae import SparseAutoEncoder
+
+Features = dict[str, torch.Tensor]
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter.safetensors"
+
+
+@dataclass
+class AdapterConfig:
+    kind: Literal["dep", "pplug", "constant"] = "dep"
+    encoder_dim: int = 384
+    llm_hidden: int = 576
+    slots: int = field(default=8, metadata={"help": "past reviews per sample (DEP)"})
+    use_history: bool = True
+    use_difference: bool = True
+    use_sae: bool = True
+    sae_hidden: int | None = field(default=None, metadata={"help": "default encoder_dim // 2"})
+    rho: float = 0.05
+    n_constant: int = field(default=16, metadata={"help": "tokens of the constant control"})
+    base_model: str = field(default="default", metadata={"help": "the LLM these were trained on"})
+
+    def __post_init__(self) -> None:
+        if self.kind == "dep" and not (self.use_history or self.use_difference):
+            raise ValueError("a DEP adapter needs use_history or use_difference")
+        if self.sae_hidden is None:
+            self.sae_hidden = max(1, self.encoder_dim // 2)
+
+    @property
+    def groups(self) -> list[str]:
+        """Placeholder groups in prompt order: ``his``/``diff`` (DEP), ``persona``, ``soft``."""
+        if self.kind == "dep":
+            return [g for g, on in (("his", self.use_history), ("diff", self.use_difference)) if on]
+        return ["persona"] if self.kind == "pplug" else ["soft"]
+
+    @property
+    def n_tokens(self) -> int:
+        if self.kind == "dep":
+            return self.slots * len(self.groups)
+        return 1 if self.kind == "pplug" else self.n_constant
+
+
+def align_mlp(inp: int, hidden: int) -> nn.Sequential:
+    """DEP's alignment MLP: ``Linear(inp, H) + GELU + Linear(H, H)``."""
+    return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+
+
+class DEPAdapter(nn.Module):
+    """Features: ``hist, diff: (batch, slots, dim)``, ``mask: (batch, slots)``."""
+
+    def __init__(self, cfg: AdapterConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, h, H = cfg.encoder_dim, cfg.sae_hidden, cfg.llm_hidden
+        self.sae = SparseAutoEncoder(d, h, cfg.rho) if cfg.use_sae else None
+        inp = h if cfg.use_sae else d
+        self.align_mlp_his = align_mlp(inp, H) if cfg.use_history else None
+        self.align_mlp_diff = align_mlp(inp, H) if cfg.use_difference else None
+
+    def adapter_params(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def forward(self, f: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        K = self.cfg.slots
+        parts = [f["hist"]] if self.cfg.use_history else []
+        parts += [f["diff"]] if self.cfg.use_difference else []
+        x = torch.cat(parts, dim=1)  # (batch, groups * K, dim)
+        mask = f["mask"].repeat(1, len(parts))
+        aux: dict[str, torch.Tensor] = {}
+        if self.sae is not None:
+            z, recon = self.sae(x)
+            aux["recon"], aux["kl"] = self.sae.losses(x, z, recon, mask)
+        else:
+            z = x
+        out = []
+        g = 0
+        for mlp in (self.align_mlp_his, self.align_mlp_diff):
+            if mlp is not None:
+                out.append(mlp(z[:, g * K : (g + 1) * K]))
+                g += 1
+        return torch.cat(out, dim=1), aux
+
+
+class PPlugAdapter(nn.Module):
+    """Features: ``hist: (batch, n, dim)``, ``mask: (batch, n)``, ``query: (batch, dim)``.
+
+    ``w = softmax_i((W q) . e_i)`` over valid history items; ``persona = sum_i w_i e_i``;
+    one soft token ``MLP(persona)``.
+    """
+
+    def __init__(self, cfg: AdapterConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.encoder_dim
+        self.query_proj = nn.Linear(d, d, bias=False)
+        with torch.no_grad():
+            self.query_proj.weight.copy_(torch.eye(d) * (d**0.5))  # start as scaled cosine
+        self.projector = align_mlp(d, cfg.llm_hidden)
+
+    def adapter_params(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def forward(self, f: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        q = self.query_proj(f["query"])  # (batch, dim)
+        scores = torch.einsum("bd,bnd->bn", q, f["hist"])
+        scores = scores.masked_fill(~f["mask"], float("-inf"))
+        w = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows without history -> zeros
+        persona = torch.einsum("bn,bnd->bd", w, f["hist"])
+        return self.projector(persona).unsqueeze(1), {}
+
+
+class ConstantPrompt(nn.Module):
+    """``n_constant`` learned soft tokens, the same for every user.
+
+    Args:
+        init: ``(n, hidden)`` starting values; random vocabulary embeddings by default
+            (never zeros: zero soft tokens gave NaN gradients with SmolLM2).
+    """
+
+    def __init__(self, cfg: AdapterConfig, init: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        if init is None:
+            init = torch.randn(cfg.n_constant, cfg.llm_hidden) * 0.02
+        self.tokens = nn.Parameter(init.detach().clone().float())
+
+    def adapter_params(self) -> list[nn.Parameter]:
+        return [self.tokens]
+
+    def forward(self, f: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        b = f["mask"].shape[0]
+        return self.tokens.unsqueeze(0).expand(b, -1, -1), {}
+
+
+Adapter = DEPAdapter | PPlugAdapter | ConstantPrompt
+
+
+def build_adapter(cfg: AdapterConfig, embedding: nn.Embedding | None = None) -> Adapter:
+    """A fresh adapter; ``embedding`` (the LLM's) seeds the constant control."""
+    if cfg.kind == "dep":
+        return DEPAdapter(cfg)
+    if cfg.kind == "pplug":
+        return PPlugAdapter(cfg)
+    init = None
+    if embedding is not None:
+        idx = torch.randint(0, embedding.weight.shape[0], (cfg.n_constant,))
+        init = embedding.weight[idx]
+    return ConstantPrompt(cfg, init)
+
+
+def save_adapter(adapter: Adapter, directory: str | Path) -> None:
+    """Write ``adapter.safetensors`` and ``adapter_config.json`` (atomically)."""
+    from peerdiff.stage import atomic_path
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
+    with atomic_path(d / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp))
+    with atomic_path(d / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(asdict(adapter.cfg), indent=2))
+
+
+def load_adapter(directory: str | Path, device: str | torch.device = "cpu") -> Adapter:
+    """Load an adapter saved by :func:`save_adapter`."""
+    d = Path(directory)
+    cfg = AdapterConfig(**json.loads((d / CONFIG_NAME).read_text()))
+    adapter = build_adapter(cfg)
+    adapter.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=True)
+    return adapter.to(device)

@@ -1,0 +1,157 @@
+"""Adapters on a tiny random Llama: what trains, what stays frozen, injection, save/load."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from peerdiff.config import TrainConfig
+from peerdiff.model.adapters import AdapterConfig, build_adapter, load_adapter, save_adapter
+from peerdiff.model.inject import Injector, add_placeholders, placeholder_names
+from peerdiff.train import Example, Trainer, collate, lm_loss, to_tensors
+
+D = 12  # encoder size in these tests
+
+
+def setup_dep(tiny_lm, **kw):
+    model, tok, _ = tiny_lm
+    tok = copy.deepcopy(tok)  # placeholders must not leak into the shared fixture
+    cfg = AdapterConfig(encoder_dim=D, llm_hidden=model.config.hidden_size, slots=2, **kw)
+    names = placeholder_names(cfg.groups, cfg.slots if cfg.kind == "dep" else cfg.n_tokens)
+    ids = add_placeholders(tok, names)
+    torch.manual_seed(0)
+    adapter = build_adapter(cfg, model.get_input_embeddings())
+    return model, tok, cfg, names, ids, adapter
+
+
+def features(n, slots=2, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.ones((n, slots), bool)
+    mask[0, 1] = False
+    return {
+        "hist": rng.normal(size=(n, slots, D)).astype(np.float32),
+        "diff": rng.normal(size=(n, slots, D)).astype(np.float32),
+        "mask": mask,
+        "query": rng.normal(size=(n, D)).astype(np.float32),
+    }
+
+
+def examples(tok, names, n=3):
+    out = []
+    for i in range(n):
+        prompt = "item " + "x" * (3 * i) + " " + "".join(names) + " rating 5"
+        out.append(Example(tok(prompt)["input_ids"], tok(" nice" * (i + 1))["input_ids"] + [2]))
+    return out
+
+
+def test_injection_places_vectors_exactly_at_placeholders_left_padded(tiny_lm):
+    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
+    inj = Injector(model.get_input_embeddings(), ids)
+    ex = examples(tok, names)
+    batch = collate(ex, tok.pad_token_id, torch.device("cpu"))
+    assert (batch["attention_mask"][:, 0] == 0).any()  # really left-padded
+    soft = torch.randn(3, len(ids), model.config.hidden_size)
+    emb = inj(batch["input_ids"], soft)
+    plain = model.get_input_embeddings()(
+        torch.where(batch["input_ids"] >= model.config.vocab_size, 0, batch["input_ids"])
+    )
+    for b in range(3):
+        for t in range(batch["input_ids"].shape[1]):
+            tid = int(batch["input_ids"][b, t])
+            if tid in ids:
+                assert torch.equal(emb[b, t], soft[b, ids.index(tid)])
+            else:
+                assert torch.equal(emb[b, t], plain[b, t])
+
+
+def test_one_step_changes_adapters_and_leaves_llm_bit_identical(tiny_lm, tmp_path):
+    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
+    before_llm = {k: v.clone() for k, v in model.state_dict().items()}
+    before_ad = {k: v.clone() for k, v in adapter.state_dict().items()}
+    ex = examples(tok, names)
+    tc = TrainConfig(epochs=1, lr=1e-2, batch_size=3, grad_accum=1, warmup_ratio=0.0)
+    tr = Trainer(
+        model,
+        adapter,
+        Injector(model.get_input_embeddings(), ids),
+        tok.pad_token_id,
+        tc,
+        tmp_path / "t",
+        key="k",
+    )
+    state = tr.fit(ex, features(3))
+    assert state["best_epoch"] == 1 and (tmp_path / "t" / "best" / "adapter.safetensors").exists()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before_llm[k]), f"frozen LLM parameter {k} changed"
+    changed = [k for k, v in adapter.state_dict().items() if not torch.equal(v, before_ad[k])]
+    assert set(changed) == set(before_ad), (
+        f"unchanged adapter params: {set(before_ad) - set(changed)}"
+    )
+    assert all(not p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("kind", ["dep", "pplug", "constant"])
+def test_gradients_are_finite_and_reach_every_adapter_parameter(tiny_lm, kind):
+    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm, kind=kind)
+    inj = Injector(model.get_input_embeddings(), ids)
+    ex = examples(tok, names)
+    batch = collate(ex, tok.pad_token_id, torch.device("cpu"))
+    soft, aux = adapter(to_tensors(features(3), [0, 1, 2], "cpu"))
+    assert soft.shape == (3, cfg.n_tokens, model.config.hidden_size)
+    loss = lm_loss(model, inj(batch["input_ids"], soft), batch)
+    if aux:
+        loss = loss + 100 * (aux["recon"] + 1e-3 * aux["kl"])
+    loss.backward()
+    for name, p in adapter.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_save_load_gives_identical_logits(tiny_lm, tmp_path):
+    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
+    inj = Injector(model.get_input_embeddings(), ids)
+    batch = collate(examples(tok, names), tok.pad_token_id, torch.device("cpu"))
+    f = to_tensors(features(3), [0, 1, 2], "cpu")
+    save_adapter(adapter, tmp_path / "a")
+    loaded = load_adapter(tmp_path / "a")
+    assert loaded.cfg == adapter.cfg
+    with torch.no_grad():
+        a = model(
+            inputs_embeds=inj(batch["input_ids"], adapter(f)[0]),
+            attention_mask=batch["attention_mask"],
+        ).logits
+        b = model(
+            inputs_embeds=inj(batch["input_ids"], loaded(f)[0]),
+            attention_mask=batch["attention_mask"],
+        ).logits
+    assert torch.equal(a, b)
+    size = sum(p.stat().st_size for p in (tmp_path / "a").iterdir())
+    assert size < 1_000_000  # adapters only, not the LLM
+
+
+def test_ablations_and_sizes():
+    full = build_adapter(AdapterConfig(encoder_dim=384, llm_hidden=576))
+    assert full.sae.encoder[0].out_features == 192  # h = d / 2
+    assert full.cfg.n_tokens == 16
+    assert build_adapter(AdapterConfig(use_difference=False)).cfg.n_tokens == 8
+    nosae = build_adapter(AdapterConfig(encoder_dim=384, use_sae=False))
+    assert nosae.sae is None and nosae.align_mlp_his[0].in_features == 384
+    with pytest.raises(ValueError, match="use_history or use_difference"):
+        AdapterConfig(use_history=False, use_difference=False)
+
+
+def test_sae_losses_ignore_padding_slots():
+    from peerdiff.model.sae import SparseAutoEncoder
+
+    torch.manual_seed(0)
+    sae = SparseAutoEncoder(D, D // 2)
+    x = torch.randn(2, 4, D)
+    mask = torch.tensor([[True, True, False, False], [True, False, False, False]])
+    z, r = sae(x)
+    a = sae.losses(x, z, r, mask)
+    x2 = x.clone()
+    x2[~mask] = 1e3  # garbage in padding slots must not matter
+    z2, r2 = sae(x2)
+    b = sae.losses(x2, z2, r2, mask)
+    assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
