@@ -23,7 +23,7 @@ def test_run_on_four_real_users(real_data, tmp_path, capsys):
         ]
     )
     assert rc == 0
-    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    rows = json.loads((tmp_path / "run" / "results-quick.json").read_text())
     assert [(r["method"], r["n"]) for r in rows] == [("nonperso", 4), ("rag", 4)]
     for r in rows:
         for m in ("rouge1", "rougeL", "meteor", "bleu", "bertscore"):

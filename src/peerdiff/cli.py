@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 for split in cfg.generate.splits:
                     s.generate(m, split)
                     rows.append(read_json(s.evaluate(m, split).path("summary.json")))
-            write_results(s.run_dir, rows)
+            write_results(s.run_dir, rows, cfg.name)
             from rich.console import Console
 
             Console().print(results_table(rows))

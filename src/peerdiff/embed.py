@@ -31,6 +31,7 @@ from peerdiff.stage import Stage, atomic_path, fingerprint
 
 log = logging.getLogger(__name__)
 
+FORMAT = "embed-v2"  # bump when the stage's outputs change, so old manifests are not reused
 DEFAULT_ENCODER_ALIASES = ("default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
@@ -221,7 +222,7 @@ def embed_benchmark(
     :func:`input_text` vector.
     """
     stage = Stage(run_dir, "embed")
-    key = fingerprint(upstream, asdict(cfg))
+    key = fingerprint(upstream, asdict(cfg), FORMAT)
     if stage.is_done(key):
         return stage
     encoder = Encoder(cfg.model, cfg.device, cfg.max_length)

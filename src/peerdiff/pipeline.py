@@ -421,7 +421,7 @@ class Session:
             for split in cfg.generate.splits:
                 self.generate(method, split)
                 rows.append(read_json(self.evaluate(method, split).path("summary.json")))
-        write_results(self.run_dir, rows)
+        write_results(self.run_dir, rows, cfg.name)
         console.print(results_table(rows, title=f"{cfg.name}: results ({time.time() - t0:.0f} s)"))
         for note in sorted({n for r in rows for n in r.get("notes", [])}):
             console.print(f"[dim]note: {note}[/dim]")
@@ -483,9 +483,10 @@ def results_table(rows: list[dict[str, Any]], title: str = "results") -> Table:
     return t
 
 
-def write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    write_json(run_dir / "results.json", rows)
-    with atomic_path(run_dir / "results.csv") as tmp:
+def write_results(run_dir: Path, rows: list[dict[str, Any]], name: str) -> None:
+    """``results-<name>.{json,csv,md}`` in the run directory."""
+    write_json(run_dir / f"results-{name}.json", rows)
+    with atomic_path(run_dir / f"results-{name}.csv") as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["method", "split", "n", *METRICS, "generation_seconds"])
@@ -509,7 +510,7 @@ def write_results(run_dir: Path, rows: list[dict[str, Any]]) -> None:
             + " | ".join(_fmt(m, r["scores"].get(m)) for m in METRICS)
             + " |"
         )
-    with atomic_path(run_dir / "results.md") as tmp:
+    with atomic_path(run_dir / f"results-{name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
 

@@ -76,19 +76,44 @@ def to_tensors(
     return out
 
 
-def lm_loss(llm, embeds: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy over target tokens, LM head only where labels exist."""
+def lm_loss(
+    llm, embeds: torch.Tensor, batch: dict[str, torch.Tensor], split: int = 0
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over target tokens, LM head only where labels exist.
+
+    Args:
+        split: columns ``[0, split)`` hold no soft token and no target: they run without
+            gradients and reach the rest of the sequence as a KV cache (same loss and
+            gradients, less backward work). ``0`` runs everything with gradients.
+    """
     decoder = llm.get_decoder() if hasattr(llm, "get_decoder") else llm.model
+    mask, pos = batch["attention_mask"], batch["position_ids"]
+    past = None
+    if split > 0:
+        with torch.no_grad():
+            past = decoder(
+                inputs_embeds=embeds[:, :split],
+                attention_mask=mask[:, :split],
+                position_ids=pos[:, :split],
+                use_cache=True,
+            ).past_key_values
     h = decoder(
-        inputs_embeds=embeds,
-        attention_mask=batch["attention_mask"],
-        position_ids=batch["position_ids"],
-        use_cache=False,
+        inputs_embeds=embeds[:, split:],
+        attention_mask=mask,
+        position_ids=pos[:, split:],
+        past_key_values=past,
+        use_cache=past is not None,
     ).last_hidden_state
-    labels = batch["labels"][:, 1:]
+    labels = batch["labels"][:, split + 1 :]
     sel = labels != -100
     logits = llm.get_output_embeddings()(h[:, :-1][sel])
     return F.cross_entropy(logits.float(), labels[sel])
+
+
+def grad_free_prefix(input_ids: torch.Tensor, is_placeholder: torch.Tensor) -> int:
+    """Columns before the first placeholder in any row (no gradient can flow there)."""
+    hit = is_placeholder[input_ids].any(0)
+    return int(hit.float().argmax()) if hit.any() else 0
 
 
 class Trainer:
@@ -101,6 +126,7 @@ class Trainer:
         cfg: optimisation settings.
         out_dir: checkpoints, logs, ``best/``.
         key: identity of data + settings; a directory made under another key starts over.
+        prefix_cache: run the prompt part before the first soft token without gradients.
     """
 
     def __init__(
@@ -113,7 +139,9 @@ class Trainer:
         out_dir: str | Path,
         key: str,
         seed: int = 0,
+        prefix_cache: bool = True,
     ) -> None:
+        self.prefix_cache = prefix_cache
         self.llm = llm
         self.adapter = adapter
         self.injector = injector
@@ -130,7 +158,12 @@ class Trainer:
     def loss(self, batch: dict[str, torch.Tensor], feats: dict[str, torch.Tensor]):
         soft, aux = self.adapter(feats)
         embeds = self.injector(batch["input_ids"], soft)
-        lm = lm_loss(self.llm, embeds, batch)
+        split = (
+            grad_free_prefix(batch["input_ids"], self.injector.table >= 0)
+            if self.prefix_cache
+            else 0
+        )
+        lm = lm_loss(self.llm, embeds, batch, split)
         total = lm
         parts = {"lm": float(lm.detach())}
         if "recon" in aux:

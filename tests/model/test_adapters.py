@@ -155,3 +155,25 @@ def test_sae_losses_ignore_padding_slots():
     z2, r2 = sae(x2)
     b = sae.losses(x2, z2, r2, mask)
     assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
+
+
+def test_grad_free_prefix_gives_the_same_loss_and_gradients(tiny_lm):
+    from peerdiff.train import grad_free_prefix
+
+    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
+    inj = Injector(model.get_input_embeddings(), ids)
+    batch = collate(examples(tok, names), tok.pad_token_id, torch.device("cpu"))
+    f = to_tensors(features(3), [0, 1, 2], "cpu")
+    split = grad_free_prefix(batch["input_ids"], inj.table >= 0)
+    assert 0 < split < batch["input_ids"].shape[1]
+    results = []
+    for sp in (0, split):
+        adapter.zero_grad()
+        loss = lm_loss(model, inj(batch["input_ids"], adapter(f)[0]), batch, sp)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in adapter.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-6)
+    assert results[0][1].keys() == results[1][1].keys() and len(results[0][1]) >= 6
+    for n in results[0][1]:
+        torch.testing.assert_close(results[0][1][n], results[1][1][n], rtol=1e-4, atol=1e-6)

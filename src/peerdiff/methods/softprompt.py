@@ -28,6 +28,10 @@ from peerdiff.methods.base import Context
 from peerdiff.model.adapters import AdapterConfig
 from peerdiff.model.inject import placeholder_names
 
+DEP_NOTE_COMPACT = (
+    "Each past review line ends with two soft prompts: one encodes the review, the other how "
+    "it differs from other users' reviews of the same item."
+)
 DEP_NOTE = (
     "Note: [Review Embedding] is a soft prompt of the review text and [Review Difference "
     "Embedding] is a soft prompt of how the review differs from other users' reviews of the "
@@ -145,6 +149,9 @@ class SoftPromptMethod:
             + "\n"
             + prompts.CLOSING
         )
+        if self.soft.compact:
+            system = prompts.system_prompt(", along with the user's past reviews")
+            return prompts.conversation(system + "\n" + DEP_NOTE_COMPACT, user)
         system = prompts.system_prompt(
             ", along with the user's past reviews (with their review embeddings and review "
             "difference embeddings)"
