@@ -7,66 +7,62 @@ from conftest import write_jsonl
 
 from peerdiff.cli import main
 
+SMALL = [
+    "data.max_users=4",
+    "generate.max_new_tokens=16",
+    "generate.batch_size=4",
+    "train.val_samples=4",
+    "train.max_target_tokens=32",
+    "train.val_max_new_tokens=8",
+]
+
 
 @pytest.mark.slow
 def test_run_on_four_real_users(real_data, tmp_path, capsys):
-    rc = main(
-        [
-            "run",
-            "--config",
-            "configs/quick.yaml",
-            f"data.root={real_data}",
-            f"run_dir={tmp_path}/run",
-            "data.max_users=4",
-            "generate.max_new_tokens=16",
-            "generate.batch_size=4",
-        ]
-    )
-    assert rc == 0
-    rows = json.loads((tmp_path / "run" / "results-quick.json").read_text())
-    assert [(r["method"], r["n"]) for r in rows] == [("nonperso", 4), ("rag", 4)]
+    run = tmp_path / "run"
+    args = ["run", "--config", "configs/quick.yaml", f"data.root={real_data}", f"run_dir={run}"]
+    assert main([*args, *SMALL]) == 0
+    rows = json.loads((run / "results-quick.json").read_text())
+    assert [(r["method"], r["n"]) for r in rows] == [
+        ("nonperso", 4),
+        ("rag", 4),
+        ("constant", 4),
+        ("dep", 4),
+    ]
     for r in rows:
         for m in ("rouge1", "rougeL", "meteor", "bleu", "bertscore"):
             assert r["scores"][m] is not None, m
         assert 0 < r["scores"]["bertscore"] <= 1
     err = capsys.readouterr().err
     assert "ROUGE-1" in err and "nonperso" in err
-    preds = (tmp_path / "run" / "generate" / "rag-test" / "predictions.jsonl").read_text()
+    preds = (run / "generate" / "rag-test" / "predictions.jsonl").read_text()
     assert all(json.loads(line)["text"] for line in preds.splitlines())
-    # a second run reuses every stage
-    assert (
-        main(
-            [
-                "run",
-                "--config",
-                "configs/quick.yaml",
-                f"data.root={real_data}",
-                f"run_dir={tmp_path}/run",
-                "data.max_users=4",
-                "generate.max_new_tokens=16",
-                "generate.batch_size=4",
-            ]
-        )
-        == 0
-    )
+    state = json.loads((run / "train" / "dep" / "state.json").read_text())
+    assert [e["epoch"] for e in state["epochs"]] == [1, 2] and state["best_epoch"] in (1, 2)
+    cfg = json.loads((run / "train" / "dep" / "best" / "adapter_config.json").read_text())
+    assert cfg["kind"] == "dep" and cfg["encoder_dim"] == 384 and cfg["llm_hidden"] == 576
+    # a second run reuses every stage: nothing is rewritten
+    stamp = {
+        p: p.stat().st_mtime_ns
+        for p in run.rglob("*")
+        if p.is_file() and not p.name.startswith("results-") and p.name != "config.yaml"
+    }
+    assert main([*args, *SMALL]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
 
 
 def test_cli_reports_config_and_data_errors(tmp_path, capsys):
     assert main(["prepare", "generate.batch_size=0"]) == 2
     assert "generate.batch_size must be > 0" in capsys.readouterr().err
-    write_jsonl(
-        tmp_path / "r.jsonl",
-        [
-            {
-                "user_id": "u",
-                "parent_asin": "i",
-                "rating": "bad",
-                "timestamp": 1,
-                "text": "x",
-                "title": "t",
-            }
-        ],
-    )
+    bad = {
+        "user_id": "u",
+        "parent_asin": "i",
+        "rating": "bad",
+        "timestamp": 1,
+        "text": "x",
+        "title": "t",
+    }
+    write_jsonl(tmp_path / "r.jsonl", [bad])
     rc = main(
         [
             "prepare",

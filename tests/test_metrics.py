@@ -62,3 +62,26 @@ def test_paired_bootstrap_interval_contains_difference():
     st = metrics.bleu_stats(["the cat sat"] * 5, ["the cat sat"] * 5)
     d, lo, hi = metrics.paired_bootstrap(st, st, n=50, stat=metrics.corpus_bleu)
     assert d == lo == hi == 0
+
+
+@pytest.mark.parametrize(
+    "answer, score",
+    [
+        ("8", 8.0),
+        (" 10\n", 10.0),
+        ("Score: 6/10", 6.0),
+        ("<think>maybe 3</think>7.5", 7.5),
+        ("no idea", float("nan")),
+        ("100", float("nan")),
+    ],
+)
+def test_parse_judge(answer, score):
+    got = metrics.parse_judge(answer)
+    assert (np.isnan(got) and np.isnan(score)) or got == score
+
+
+def test_judge_prompt_holds_both_reviews():
+    conv = metrics.judge_conversation("gen text", "real text", "Album", "desc", 4.0, "Title")
+    assert "[Score 10]" in conv[0]["content"]
+    assert "[User's Real Review]: real text" in conv[1]["content"]
+    assert "[AI-generated Review]: gen text" in conv[1]["content"]

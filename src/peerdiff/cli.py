@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--method", action="append", help="only these methods")
     e = cmd("evaluate", "score predictions (generating what is missing)")
     e.add_argument("--method", action="append", help="only these methods")
+    sv = cmd("serve", "HTTP service: OpenAI-compatible chat + personalized reviews")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=int, default=16, help="requests generated together")
     r = cmd("run", "prepare -> embed -> generate -> evaluate, then print the results table")
     r.add_argument("--method", action="append", help="only these methods")
     return p
@@ -101,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             Console().print(results_table(rows))
         elif args.command == "run":
             s.run(args.method)
+        elif args.command == "serve":
+            from peerdiff.serve import serve
+
+            s.prepare()
+            print(f"peerdiff serve: http://{args.host}:{args.port}/v1 (model {cfg.llm.model})")
+            serve(s, args.host, args.port, args.max_batch)
     except (DataError, FileNotFoundError, ImportError, ValueError) as e:
         print(f"peerdiff: error: {e}", file=sys.stderr)
         return 1

@@ -270,6 +270,68 @@ class TrainConfig:
             raise ConfigError(f"train.rho must be in (0, 1), got {self.rho}")
 
 
+@dataclass
+class BackendConfig:
+    """One LLM endpoint: the in-process transformers model or an OpenAI-compatible server."""
+
+    type: Literal["hf", "openai"] = "hf"
+    model: str | None = field(
+        default=None, metadata={"help": "hf: default llm.model; openai: the server's model name"}
+    )
+    base_url: str | None = field(default=None, metadata={"help": "openai: e.g. http://host/v1"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "env var with the key"})
+    concurrency: int = field(default=8, metadata={"help": "openai: requests in flight"})
+    timeout: float = field(default=120.0, metadata={"help": "openai: seconds per request"})
+    max_retries: int = field(default=3, metadata={"help": "openai: retries with backoff"})
+
+    def validate(self, name: str) -> None:
+        _positive(self, f"backends.{name}", "concurrency", "timeout")
+        if self.max_retries < 0:
+            raise ConfigError(f"backends.{name}.max_retries must be >= 0, got {self.max_retries}")
+        if self.type == "openai" and not self.model:
+            raise ConfigError(f"backends.{name}.model is required for an openai backend")
+
+
+@dataclass
+class RolesConfig:
+    """Which backend does each job (names from ``backends``); how the extractor is scaled."""
+
+    extractor: str = "local"
+    validator: str = "local"
+    summarizer: str = "local"
+    generator: str = "local"
+    judge: str | None = field(default=None, metadata={"help": "LLM-judge metric; off if null"})
+
+
+@dataclass
+class PipelineConfig:
+    """DPL / DRP / PAG settings (names as in the papers)."""
+
+    n_items: int = field(default=4, metadata={"help": "N past items compared with peers"})
+    n_peers: int = field(default=4, metadata={"help": "K representative peers (KMeans K+1)"})
+    min_peers: int = field(default=4, metadata={"help": "items need this many other reviewers"})
+    past_reviews: int = field(default=4, metadata={"help": "BM25 past reviews shown"})
+    extract_max_tokens: int = 256
+    validate_max_tokens: int = 256
+    summary_max_tokens: int = 160
+    max_review_chars: int = field(default=400, metadata={"help": "each review in extraction"})
+
+    def __post_init__(self) -> None:
+        _positive(
+            self,
+            "pipeline",
+            "n_items",
+            "n_peers",
+            "past_reviews",
+            "extract_max_tokens",
+            "validate_max_tokens",
+            "summary_max_tokens",
+            "max_review_chars",
+        )
+        if self.min_peers < 1:
+            raise ConfigError(f"pipeline.min_peers must be >= 1, got {self.min_peers}")
+
+
 # Soft-prompt methods: adapter settings on top of the `dep` section.
 SOFT_METHODS: dict[str, dict[str, Any]] = {
     "dep": {"kind": "dep"},
@@ -279,7 +341,8 @@ SOFT_METHODS: dict[str, dict[str, Any]] = {
     "pplug": {"kind": "pplug"},
     "constant": {"kind": "constant"},
 }
-METHODS = ("nonperso", "rag", *SOFT_METHODS)
+PIPELINE_METHODS = ("pag", "dpl", "drp")
+METHODS = ("nonperso", "rag", *PIPELINE_METHODS, *SOFT_METHODS)
 
 
 @dataclass
@@ -298,12 +361,24 @@ class RunConfig:
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     dep: SoftConfig = field(default_factory=SoftConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    backends: dict[str, BackendConfig] = field(default_factory=lambda: {"local": BackendConfig()})
+    roles: RolesConfig = field(default_factory=RolesConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         for m in self.methods:
             if m not in METHODS:
                 raise ConfigError(f"methods: {m!r} is not one of {list(METHODS)}")
+        if "local" not in self.backends:  # the in-process model (llm section) always exists
+            self.backends = {"local": BackendConfig(), **self.backends}
+        for name, b in self.backends.items():
+            b.validate(name)
+        for role, name in asdict(self.roles).items():
+            if name is not None and name not in self.backends:
+                raise ConfigError(
+                    f"roles.{role}: backend {name!r} is not defined; backends: {sorted(self.backends)}"
+                )
 
     @property
     def run_path(self) -> Path:
@@ -414,7 +489,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
-        return dict(value)
+        _, val_t = get_args(tp)
+        return {k: _convert(val_t, v, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,67 @@ def chat_fn(
     return lambda idx: backend.chat([conversations[i] for i in idx], params, desc=desc)
 
 
+def cached_generate(
+    ids: Sequence[str],
+    conversations: Sequence[list[Message]],
+    generate: Callable[[list[int]], list[str]],
+    path: str | Path,
+    gen_key: str,
+    chunk: int = 32,
+    extra: Callable[[int], dict] | None = None,
+    postprocess: Callable[[str], str] | None = None,
+) -> list[dict]:
+    """Generate (or reuse) one output per id, appending chunk by chunk to ``path``.
+
+    Args:
+        generate: indices into ``conversations`` -> raw generations.
+        gen_key: identity of the backend and generation settings; lines made under another
+            key, or for another prompt, are regenerated.
+        chunk: items per append (the unit of progress kept after an interruption).
+        extra: index -> additional fields stored in the record.
+        postprocess: raw text -> the record's ``text`` field.
+
+    Returns:
+        Records (``sample_id``, ``prompt_hash``, ``gen_key``, ``raw``, ...) in ``ids`` order.
+    """
+    path = Path(path)
+    hashes = [prompt_hash(c) for c in conversations]
+    old = {r["sample_id"]: r for r in read_jsonl(path)}
+    valid = {
+        i: old[i]
+        for i, h in zip(ids, hashes)
+        if i in old and old[i].get("prompt_hash") == h and old[i].get("gen_key") == gen_key
+    }
+    if len(valid) != len(old):  # drop stale lines before appending new ones
+        write_jsonl(path, list(valid.values()))
+    todo = [n for n, i in enumerate(ids) if i not in valid]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(todo), chunk):
+        idx = todo[start : start + chunk]
+        raws = generate(idx)
+        recs = []
+        for n, raw in zip(idx, raws):
+            r = {
+                "sample_id": ids[n],
+                **(extra(n) if extra else {}),
+                "prompt_hash": hashes[n],
+                "gen_key": gen_key,
+            }
+            if postprocess is not None:
+                r["text"] = postprocess(raw)
+            r["raw"] = raw
+            recs.append(r)
+        with open(path, "ab") as f:
+            f.write(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+            f.flush()
+            os.fsync(f.fileno())
+        for r in recs:
+            valid[r["sample_id"]] = r
+    ordered = [valid[i] for i in ids]
+    write_jsonl(path, ordered)  # final file in id order, identical across resumes
+    return ordered
+
+
 def run_predictions(
     method: str,
     samples: Sequence[Sample],
@@ -66,52 +128,44 @@ def run_predictions(
     chunk: int = 32,
     postprocess: Callable[[str], str] = strip_prefix,
 ) -> list[dict]:
-    """Generate (or reuse) one prediction per sample.
+    """One prediction per sample (``{sample_id, split, method, ..., text, raw}``), resumable."""
+    return cached_generate(
+        [s.sample_id for s in samples],
+        conversations,
+        generate,
+        out_path,
+        gen_key,
+        chunk,
+        extra=lambda n: {"split": samples[n].split, "method": method},
+        postprocess=postprocess,
+    )
+
+
+@dataclass
+class Caller:
+    """Cached, role-routed LLM calls of a multi-step method (one JSONL per step).
 
     Args:
-        generate: sample indices -> raw generations (a backend call; see :func:`chat_fn`).
-        gen_key: identity of the model and generation settings; records made under another
-            key are regenerated.
-        chunk: samples per append (the unit of progress kept after an interruption).
-
-    Returns:
-        Records in the order of ``samples``.
+        directory: where ``<step>.jsonl`` files go (the method's generate stage).
+        backend_for: role name (``extractor``, ``summarizer``...) -> backend.
+        params: base generation settings; each call sets its own ``max_new_tokens``.
     """
-    out_path = Path(out_path)
-    hashes = [prompt_hash(c) for c in conversations]
-    old = {r["sample_id"]: r for r in read_jsonl(out_path)}
-    valid = {
-        s.sample_id: old[s.sample_id]
-        for s, h in zip(samples, hashes)
-        if s.sample_id in old
-        and old[s.sample_id].get("prompt_hash") == h
-        and old[s.sample_id].get("gen_key") == gen_key
-    }
-    if len(valid) != len(old):  # drop stale lines before appending new ones
-        write_jsonl(out_path, list(valid.values()))
-    todo = [i for i, s in enumerate(samples) if s.sample_id not in valid]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    for start in range(0, len(todo), chunk):
-        idx = todo[start : start + chunk]
-        raws = generate(idx)
-        recs = [
-            {
-                "sample_id": samples[i].sample_id,
-                "split": samples[i].split,
-                "method": method,
-                "prompt_hash": hashes[i],
-                "gen_key": gen_key,
-                "text": postprocess(raw),
-                "raw": raw,
-            }
-            for i, raw in zip(idx, raws)
-        ]
-        with open(out_path, "ab") as f:
-            f.write(b"".join(orjson.dumps(r) + b"\n" for r in recs))
-            f.flush()
-            os.fsync(f.fileno())
-        for r in recs:
-            valid[r["sample_id"]] = r
-    ordered = [valid[s.sample_id] for s in samples]
-    write_jsonl(out_path, ordered)  # final file in sample order, identical across resumes
-    return ordered
+
+    directory: Path
+    backend_for: Callable[[str], ChatBackend]
+    params: GenParams
+
+    def __call__(
+        self,
+        step: str,
+        role: str,
+        ids: Sequence[str],
+        conversations: Sequence[list[Message]],
+        max_new_tokens: int,
+    ) -> list[str]:
+        backend = self.backend_for(role)
+        p = replace(self.params, max_new_tokens=max_new_tokens)
+        gen_key = fingerprint(backend.name, asdict(p))
+        gen = chat_fn(backend, conversations, p, desc=step)
+        recs = cached_generate(ids, conversations, gen, self.directory / f"{step}.jsonl", gen_key)
+        return [r["raw"] for r in recs]

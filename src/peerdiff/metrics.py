@@ -37,6 +37,7 @@ BERTSCORE_NOTE = (
     "within this table."
 )
 METRICS = ("rouge1", "rougeL", "meteor", "bleu", "bertscore")
+OPTIONAL_METRICS = ("judge",)  # reported when computed
 _SENT = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -160,6 +161,51 @@ def bertscore(
         preds, refs, model_type=path, num_layers=layers, batch_size=batch_size, device=device
     )
     return f1.numpy().astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- LLM judge
+
+JUDGE_SYSTEM = (
+    "You are an impartial evaluator tasked with assessing how well an AI-generated item review "
+    "is personalized for a specific user. Based on the provided item title and description, "
+    "the user's rating for this item, and the review title, assign a score to the "
+    "AI-generated review by comparing it to the user's real review.\n"
+    "[Scoring Criteria]:\n"
+    "[Score 0]: completely unrelated to the user's real review; it does not describe the item "
+    "correctly or reflect the user's personal thoughts and preferences.\n"
+    "[Score 2]: a weak connection; it may mention the item but misses the key points and "
+    "personal thoughts of the user.\n"
+    "[Score 4]: partially matches; some key points, but important details are missing and it "
+    "may feel too general.\n"
+    "[Score 6]: mostly matches; covers the main points but misses some details or personal "
+    "thoughts.\n"
+    "[Score 8]: very similar; captures the user's thoughts and preferences well, with small "
+    "differences.\n"
+    "[Score 10]: almost the same; all key details, thoughts and preferences as the user "
+    "expressed them.\n"
+    "Output the numerical score only."
+)
+_SCORE = re.compile(r"(?<![\d.])((?:10|[0-9])(?:\.\d+)?)(?![\d])")
+
+
+def judge_conversation(
+    pred: str, ref: str, item_title: str, item_desc: str, rating: float, title: str
+) -> list[dict[str, str]]:
+    """The papers' 0-10 rubric comparing a generated review with the real one."""
+    user = (
+        f"[Item Title]: {item_title}\n[Item Description]: {item_desc[:1000]}\n"
+        f"[User's Rating]: {rating:g}\n[Review Title]: {title}\n"
+        f"[User's Real Review]: {ref}\n[AI-generated Review]: {pred}\n"
+    )
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_judge(text: str) -> float:
+    """The first score 0..10 in a judge's answer, ``nan`` when there is none."""
+    from peerdiff.backends.base import strip_reasoning
+
+    m = _SCORE.search(strip_reasoning(text))
+    return float(m.group(1)) if m else float("nan")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from peerdiff.data.schema import Sample
 from peerdiff.generate import chat_fn, read_jsonl, run_predictions
 from peerdiff.methods import Context, get_method
 from peerdiff.methods.prompts import approx_tokens, strip_prefix
-from peerdiff.metrics import METRICS, score_texts
+from peerdiff.metrics import METRICS, OPTIONAL_METRICS, score_texts
 from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ METRIC_LABELS = {
     "meteor": "METEOR",
     "bleu": "BLEU",
     "bertscore": "BERTScore",
+    "judge": "Judge",
 }
 
 
@@ -57,6 +58,7 @@ class Session:
     cfg: RunConfig
     _bench: Benchmark | None = None
     _backend: Any = None
+    _backends: dict[str, Any] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -127,6 +129,12 @@ class Session:
             st.finish(key, {"contrast": asdict(c)}, outputs, seconds=round(seconds, 3), stats=stats)
         self.keys["contrast"] = key
         return st
+
+    def vectors(self) -> np.ndarray:
+        """The embed stage's review vectors (NaN rows: never embedded)."""
+        from peerdiff.embed import load_vectors
+
+        return load_vectors(self.embed().dir)
 
     def soft_context(self):
         from peerdiff.contrast import ContrastData
@@ -283,8 +291,39 @@ class Session:
 
         return generate
 
+    def backend_named(self, name: str):
+        """The backend called ``name`` in ``cfg.backends`` (created once)."""
+        if name not in self._backends:
+            b = self.cfg.backends[name]
+            if b.type == "hf" and (b.model or self.cfg.llm.model) == self.cfg.llm.model:
+                self._backends[name] = self.backend
+            elif b.type == "hf":
+                from peerdiff.backends.hf import HFBackend
+
+                c = self.cfg
+                self._backends[name] = HFBackend.load(
+                    b.model,
+                    c.cache_dir,
+                    c.llm.device,
+                    c.llm.dtype,
+                    c.generate.batch_size,
+                    c.llm.threads,
+                )
+            else:
+                from peerdiff.backends.openai import OpenAIBackend
+
+                self._backends[name] = OpenAIBackend(
+                    b.model, b.base_url, b.api_key_env, b.concurrency, b.timeout, b.max_retries
+                )
+        return self._backends[name]
+
+    def backend_for(self, role: str):
+        """The backend doing ``role`` (``generator``, ``extractor``...) per ``cfg.roles``."""
+        return self.backend_named(getattr(self.cfg.roles, role))
+
     @property
     def backend(self):
+        """The in-process model of the ``llm`` section (soft-prompt methods always use it)."""
         if self._backend is None:
             from peerdiff.backends.hf import HFBackend
 
@@ -316,43 +355,73 @@ class Session:
         return s[:n] if n else s
 
     def generate(self, method: str, split: str) -> Stage:
+        from peerdiff.config import PIPELINE_METHODS
+        from peerdiff.generate import Caller
+
         cfg = self.cfg
         bench = self.bench
         stage = Stage(self.run_dir / "generate", f"{method}-{split}")
         samples = self.samples(split)
         soft = method in SOFT_METHODS
+        multi = method in PIPELINE_METHODS
+        if multi:
+            self.embed()  # peers' vectors; sets keys["embed"] for the stage key
         trained = self.train(method) if soft else None
+        generator = self.backend if soft else self.backend_for("generator")
         gen_key = fingerprint(
-            asdict(cfg.llm), asdict(self.gen_params()), trained.key() if trained else None
+            generator.name,
+            asdict(cfg.llm),
+            asdict(self.gen_params()),
+            trained.key() if trained else None,
         )
         m = None if soft else get_method(method, cfg)
         key = fingerprint(
             self.keys["prepare"],
             method,
-            getattr(m, "__dict__", {}),
+            getattr(m, "__dict__", {}) if not multi else None,
             asdict(cfg.prompt),
             asdict(cfg.dep) if soft else None,
+            (
+                asdict(cfg.pipeline),
+                asdict(cfg.roles),
+                {k: asdict(v) for k, v in cfg.backends.items()},
+            )
+            if multi
+            else None,
+            self.keys.get("embed") if multi else None,
             gen_key,
             [s.sample_id for s in samples],
         )
         if stage.is_done(key):
             return stage
-        backend = self.backend
+        t0 = time.time()
+        extra: dict[str, Any] = {}
         if soft:
             from peerdiff.model.adapters import load_adapter
 
             ctx = self.soft_context()
             sm, injector = self._soft_parts(method)
             convs = [sm.conversation(s, ctx) for s in samples]
-            adapter = load_adapter(trained.path("best"), backend.device).eval()
+            adapter = load_adapter(trained.path("best"), generator.device).eval()
             gen = self._soft_generate_fn(
                 sm, injector, ctx, samples, adapter, self.gen_params(), method
             )
         else:
-            ctx = Context(bench, cfg.prompt, _token_counter(backend))
-            convs = [m.conversation(s, ctx) for s in samples]
-            gen = chat_fn(backend, convs, self.gen_params(), method)
-        t0 = time.time()
+            ctx = Context(bench, cfg.prompt, _token_counter(generator))
+            if multi:
+                from peerdiff.embed import load_vectors
+
+                ctx.vectors = load_vectors(self.embed().dir)
+                caller = Caller(stage.dir, self.backend_for, self.gen_params())
+                convs = m.conversations(samples, ctx, caller)
+                extra["method_stats"] = m.stats
+                extra["backends"] = {
+                    r: self.backend_for(r).name
+                    for r in ("extractor", "validator", "summarizer", "generator")
+                }
+            else:
+                convs = [m.conversation(s, ctx) for s in samples]
+            gen = chat_fn(generator, convs, self.gen_params(), method)
         recs = run_predictions(
             method, samples, convs, gen, stage.path("predictions.jsonl"), gen_key
         )
@@ -368,24 +437,64 @@ class Session:
             ["predictions.jsonl"],
             seconds=round(seconds, 2),
             samples=len(recs),
+            **extra,
         )
         return stage
 
     def evaluate(self, method: str, split: str) -> Stage:
+        from peerdiff.generate import cached_generate
+        from peerdiff.metrics import judge_conversation, parse_judge
+
         cfg = self.cfg
         gen = Stage(self.run_dir / "generate", f"{method}-{split}")
         stage = Stage(self.run_dir / "evaluate", f"{method}-{split}")
-        key = fingerprint(gen.key(), asdict(cfg.evaluate))
+        judge = cfg.roles.judge
+        judge_cfg = asdict(cfg.backends[judge]) if judge else None
+        key = fingerprint(gen.key(), asdict(cfg.evaluate), judge, judge_cfg)
         if stage.is_done(key):
             return stage
         recs = read_jsonl(gen.path("predictions.jsonl"))
         bench = self.bench
-        refs = [bench.texts[bench.sample(r["sample_id"]).target] for r in recs]
+        targets = [bench.review(bench.sample(r["sample_id"]).target) for r in recs]
+        refs = [t.text for t in targets]
         preds = [r["text"] for r in recs]
         e = cfg.evaluate
         sc = score_texts(
             preds, refs, cfg.cache_dir, e.bertscore, e.bertscore_model, e.bertscore_layers
         )
+        if judge:
+            be = self.backend_named(judge)
+            convs = [
+                judge_conversation(
+                    p,
+                    t.text,
+                    bench.item(t.item_id).title,
+                    bench.item(t.item_id).description,
+                    t.rating,
+                    t.title,
+                )
+                for p, t in zip(preds, targets)
+            ]
+            params = GenParams(max_new_tokens=8)
+            jr = cached_generate(
+                [r["sample_id"] for r in recs],
+                convs,
+                chat_fn(be, convs, params, "judge"),
+                stage.path("judge.jsonl"),
+                fingerprint(be.name, asdict(params)),
+            )
+            j = np.array([parse_judge(x["raw"]) for x in jr]) / 10
+            sc.per_sample["judge"] = j
+            sc.corpus["judge"] = float(np.nanmean(j)) if np.isfinite(j).any() else None
+            missing = int(np.isnan(j).sum())
+            sc.notes.append(
+                f"judge: {be.name}, 0-10 rubric divided by 10"
+                + (
+                    f"; {missing} of {len(j)} answers had no score and are left out"
+                    if missing
+                    else ""
+                )
+            )
         cols: dict[str, Any] = {"sample_id": [r["sample_id"] for r in recs]}
         for mname, v in sc.per_sample.items():
             cols[mname] = v
@@ -429,6 +538,7 @@ class Session:
 
 
 def _token_counter(backend: Any) -> Callable[[str], int]:
+    """Exact token counts with a backend's tokenizer, estimates without one."""
     tok = getattr(backend, "tokenizer", None)
     if tok is None:
         return approx_tokens
@@ -463,12 +573,19 @@ def _fmt(metric: str, v: float | None) -> str:
     return f"{v:.2f}" if metric == "bleu" else f"{v:.4f}"
 
 
+def shown_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    """The standard metrics plus optional ones (the judge) that some row has."""
+    extra = [m for m in OPTIONAL_METRICS if any(r["scores"].get(m) is not None for r in rows)]
+    return [*METRICS, *extra]
+
+
 def results_table(rows: list[dict[str, Any]], title: str = "results") -> Table:
+    metrics = shown_metrics(rows)
     t = Table(title=title)
     t.add_column("method")
     t.add_column("split")
     t.add_column("n", justify="right")
-    for m in METRICS:
+    for m in metrics:
         t.add_column(METRIC_LABELS[m], justify="right")
     t.add_column("gen s", justify="right")
     for r in rows:
@@ -477,38 +594,40 @@ def results_table(rows: list[dict[str, Any]], title: str = "results") -> Table:
             r["method"],
             r["split"],
             str(r["n"]),
-            *[_fmt(m, r["scores"].get(m)) for m in METRICS],
+            *[_fmt(m, r["scores"].get(m)) for m in metrics],
             "" if secs is None else f"{secs:.0f}",
         )
     return t
 
 
 def write_results(run_dir: Path, rows: list[dict[str, Any]], name: str) -> None:
-    """``results-<name>.{json,csv,md}`` in the run directory."""
+    """``results-<name>.{json,csv,md}`` in the run directory (with the time each method took)."""
+    metrics = shown_metrics(rows)
     write_json(run_dir / f"results-{name}.json", rows)
     with atomic_path(run_dir / f"results-{name}.csv") as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["method", "split", "n", *METRICS, "generation_seconds"])
+            w.writerow(["method", "split", "n", *metrics, "generation_seconds"])
             for r in rows:
                 w.writerow(
                     [
                         r["method"],
                         r["split"],
                         r["n"],
-                        *[r["scores"].get(m) for m in METRICS],
+                        *[r["scores"].get(m) for m in metrics],
                         r.get("generation_seconds"),
                     ]
                 )
     lines = [
-        "| method | split | n | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |",
-        "|---|---|---:|" + "---:|" * len(METRICS),
+        "| method | split | n | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " | time (s) |",
+        "|---|---|---:|" + "---:|" * (len(metrics) + 1),
     ]
     for r in rows:
+        secs = r.get("generation_seconds")
         lines.append(
             f"| {r['method']} | {r['split']} | {r['n']} | "
-            + " | ".join(_fmt(m, r["scores"].get(m)) for m in METRICS)
-            + " |"
+            + " | ".join(_fmt(m, r["scores"].get(m)) for m in metrics)
+            + f" | {'' if secs is None else f'{secs:.0f}'} |"
         )
     with atomic_path(run_dir / f"results-{name}.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -9,6 +10,25 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from peerdiff.data.schema import Item, Review, Sample
+
+
+class _Concat(Sequence):
+    """Read-only concatenation of two sequences without copying the first."""
+
+    def __init__(self, base: Sequence, extra: Sequence) -> None:
+        self.base, self.extra = base, extra
+
+    def __len__(self) -> int:
+        return len(self.base) + len(self.extra)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        n = len(self.base)
+        return self.base[i] if i < n else self.extra[i - n]
 
 
 class UnknownUserError(KeyError):
@@ -112,12 +132,42 @@ class Benchmark:
     def users(self) -> list[str]:
         return sorted({s.user_id for s in self._samples})
 
-    def latest_profile(self, user_id: str) -> tuple[int, ...]:
-        """The user's longest profile (the test sample's), for serving new items."""
+    def latest_sample(self, user_id: str) -> Sample:
+        """The user's sample with the longest profile (the test sample)."""
         best: Sample | None = None
         for s in self._samples:
             if s.user_id == user_id and (best is None or len(s.profile) > len(best.profile)):
                 best = s
         if best is None:
             raise UnknownUserError(f"unknown user {user_id!r}: not in benchmark {self.dir}")
-        return best.profile
+        return best
+
+    def history(self, user_id: str) -> tuple[int, ...]:
+        """Every known review of the user, oldest first (latest profile + its target)."""
+        s = self.latest_sample(user_id)
+        return (*s.profile, s.target)
+
+    def extended(self, reviews: Sequence[Review], items: Sequence[Item] = ()) -> Benchmark:
+        """A view with extra reviews (ids ``len(self)..``) and items, sharing this one's data.
+
+        Used to pose new requests (a new item, an inline history) to the methods; the extra
+        reviews are in no profile and never peers.
+        """
+        ext = object.__new__(Benchmark)
+        ext.dir = self.dir
+        n = len(self)
+        for r_i, r in enumerate(reviews):
+            if r.review_id != n + r_i:
+                raise ValueError(f"extra review ids must continue at {n}, got {r.review_id}")
+        ext.user_ids = _Concat(self.user_ids, [r.user_id for r in reviews])
+        ext.item_ids = _Concat(self.item_ids, [r.item_id for r in reviews])
+        ext.titles = _Concat(self.titles, [r.title for r in reviews])
+        ext.texts = _Concat(self.texts, [r.text for r in reviews])
+        ext.ratings = np.r_[self.ratings, [r.rating for r in reviews]]
+        ext.timestamps = np.r_[self.timestamps, [r.timestamp for r in reviews]].astype(np.int64)
+        ext.items = {**self.items, **{i.item_id: i for i in items}}
+        ext._samples = self._samples
+        pad = np.zeros(len(reviews), dtype=bool)
+        for name in ("target_mask", "profile_mask", "base_mask"):
+            ext.__dict__[name] = np.r_[getattr(self, name), pad]
+        return ext

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from peerdiff.backends.base import Message
 from peerdiff.config import PromptConfig
 from peerdiff.data.benchmark import Benchmark
@@ -14,11 +16,13 @@ from peerdiff.data.schema import Sample
 
 @dataclass
 class Context:
-    """What every method may read: the benchmark, prompt limits, and a token counter."""
+    """What every method may read: the benchmark, prompt limits, a token counter and,
+    for methods that compare users, the review vectors of the embed stage."""
 
     bench: Benchmark
     prompt: PromptConfig
     count_tokens: Callable[[str], int]
+    vectors: np.ndarray | None = None
 
 
 class PromptMethod(Protocol):

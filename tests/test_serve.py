@@ -1,0 +1,203 @@
+"""The HTTP service on loopback with a tiny model, and the OpenAI backend against it."""
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from peerdiff.backends.base import GenParams
+from peerdiff.backends.hf import HFBackend
+from peerdiff.backends.openai import BackendError, OpenAIBackend
+from peerdiff.config import load_config
+from peerdiff.pipeline import Session
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_lm, tmp_path_factory):
+    import uvicorn
+    from conftest import DIGITAL_MUSIC, SHARED_DATA
+
+    from peerdiff.serve import create_app
+
+    if not DIGITAL_MUSIC.exists():
+        pytest.skip("bundled data missing")
+    model, tok, _ = tiny_lm
+    run = tmp_path_factory.mktemp("serve")
+    cfg = load_config(
+        None,
+        [
+            f"data.root={SHARED_DATA}",
+            f"run_dir={run}",
+            "llm.model=tiny",
+            "generate.max_new_tokens=8",
+        ],
+    )
+    session = Session(cfg)
+    session._backend = HFBackend(model, tok, batch_size=8, name="hf:tiny")
+    app = create_app(session, max_batch=8, max_wait=0.05)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "app": app, "session": session}
+    srv.should_exit = True
+    t.join(timeout=10)
+
+
+def test_openai_backend_against_the_server(server):
+    be = OpenAIBackend("tiny", base_url=server["url"] + "/v1", concurrency=8, max_retries=0)
+    convs = [[{"role": "user", "content": f"question {i}"}] for i in range(20)]
+    p = GenParams(max_new_tokens=6)
+    out = be.chat(convs, p)
+    assert len(out) == 20 and all(isinstance(x, str) for x in out)
+    # greedy over HTTP equals the in-process backend on the same conversation
+    local = server["session"].backend.chat(convs[:3], p)
+    assert out[:3] == local
+    assert max(server["app"].state.worker.batches) > 1  # concurrent requests were batched
+
+
+def test_unreachable_server_is_a_clear_error():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    be = OpenAIBackend("m", base_url=url, max_retries=0, timeout=2)
+    with pytest.raises(BackendError, match=f"cannot reach the OpenAI-compatible server at {url}"):
+        be.chat([[{"role": "user", "content": "hi"}]], GenParams(max_new_tokens=2))
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ("{not json", 422),
+        ({"model": "tiny"}, 422),
+        ({"model": "tiny", "messages": []}, 422),
+        ({"model": "tiny", "messages": [{"role": "robot", "content": "x"}]}, 422),
+        (
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6},
+            422,
+        ),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}, 422),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": True}, 400),
+        ({"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 422),
+    ],
+)
+def test_chat_rejects_malformed_requests(server, body, status):
+    kw = (
+        {"content": body, "headers": {"content-type": "application/json"}}
+        if isinstance(body, str)
+        else {"json": body}
+    )
+    r = httpx.post(server["url"] + "/v1/chat/completions", timeout=30, **kw)
+    assert r.status_code == status, r.text
+    assert "detail" in r.json()
+
+
+def test_chat_completion_shape(server):
+    r = httpx.post(
+        server["url"] + "/v1/chat/completions",
+        timeout=30,
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "hello"}],
+            "max_tokens": 4,
+            "temperature": 0,
+            "frequency_penalty": 0.1,
+        },
+    )
+    assert r.status_code == 200
+    j = r.json()
+    assert j["object"] == "chat.completion" and j["choices"][0]["message"]["role"] == "assistant"
+    assert j["usage"]["completion_tokens"] <= 4 + 1
+
+
+def review(server, **kw):
+    body = {
+        "item": {"title": "Kind of Blue", "description": "A jazz album."},
+        "rating": 5,
+        "review_title": "Timeless",
+        "max_new_tokens": 6,
+        **kw,
+    }
+    return httpx.post(server["url"] + "/v1/reviews", json=body, timeout=60)
+
+
+def test_reviews_for_known_and_inline_users(server):
+    user = server["session"].bench.users[0]
+    for method in ("nonperso", "rag", "pag"):
+        r = review(server, user_id=user, method=method)
+        assert r.status_code == 200, r.text
+        assert r.json()["method"] == method and isinstance(r.json()["review"], str)
+    hist = [{"item_title": "Blue Train", "rating": 4, "title": "Great", "text": "Loved the horns."}]
+    assert review(server, history=hist, method="rag").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "kw, status, needle",
+    [
+        ({"user_id": "nobody"}, 404, "unknown user"),
+        ({}, 422, "exactly one of user_id"),
+        (
+            {"user_id": "x", "history": [{"item_title": "a", "rating": 1, "text": "b"}]},
+            422,
+            "exactly one",
+        ),
+        (
+            {"history": [{"item_title": "a", "rating": 1, "text": "b"}], "method": "dep"},
+            400,
+            "known user_id",
+        ),
+        ({"user_id": "u", "rating": 9}, 422, "rating"),
+        ({"user_id": "u", "method": "gpt"}, 422, "method"),
+        ({"user_id": "u", "item": {"title": ""}}, 422, "title"),
+        ({"user_id": "u", "max_new_tokens": 0}, 422, "max_new_tokens"),
+    ],
+)
+def test_reviews_reject_bad_input(server, kw, status, needle):
+    r = review(server, **kw)
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_dep_without_adapters_is_409(server):
+    user = server["session"].bench.users[0]
+    r = review(server, user_id=user, method="dep")
+    assert r.status_code == 409 and "peerdiff train --method dep" in r.json()["detail"]
+    assert httpx.get(server["url"] + "/health").json()["status"] == "ok"  # still serving
+
+
+def test_evaluate_with_a_judge_over_http(server, tiny_lm, tmp_path):
+    import pyarrow.parquet as pq
+    from conftest import SHARED_DATA
+
+    model, tok, _ = tiny_lm
+    cfg = load_config(
+        None,
+        [
+            f"data.root={SHARED_DATA}",
+            f"run_dir={tmp_path}",
+            "llm.model=tiny",
+            "methods=[nonperso]",
+            "generate.max_samples=3",
+            "generate.max_new_tokens=4",
+            "evaluate.bertscore=false",
+            f"backends.judge={{type: openai, model: tiny, base_url: '{server['url']}/v1'}}",
+            "roles.judge=judge",
+        ],
+    )
+    s = Session(cfg)
+    s._backend = HFBackend(model, tok, batch_size=4, name="hf:tiny")
+    s.generate("nonperso", "test")
+    st = s.evaluate("nonperso", "test")
+    assert "judge" in pq.read_table(st.path("scores.parquet")).column_names
+    assert len((st.dir / "judge.jsonl").read_text().splitlines()) == 3
+    assert any(n.startswith("judge: openai:tiny") for n in st.manifest()["summary"]["notes"])
