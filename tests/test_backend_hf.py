@@ -43,3 +43,38 @@ def test_load_from_a_local_folder(tiny_lm, tmp_path):
 )
 def test_strip_reasoning(raw, clean):
     assert strip_reasoning(raw) == clean
+
+
+def test_soft_generation_matches_token_generation_with_a_penalty(tiny_lm):
+    """Soft vectors equal to a token's embedding reproduce token-id generation, repetition
+    penalty included: it must see the prompt's tokens on both paths. The soft vectors stand
+    for the pad token, which is what placeholders become for the penalty."""
+    import copy
+
+    import torch
+
+    from peerdiff.model.inject import Injector, add_placeholders
+
+    model, tok, _ = tiny_lm
+    model = copy.deepcopy(model)
+    with torch.no_grad():  # zero rows (tied head: logit 0) for EOS and blanks: visible output
+        for t in (tok.eos_token_id, *tok("\n ", add_special_tokens=False)["input_ids"]):
+            model.get_input_embeddings().weight[t] = 0
+    tok = copy.deepcopy(tok)
+    ids = add_placeholders(tok, ["[SOFT_TOKEN_0]", "[SOFT_TOKEN_1]"])
+    pad = tok.pad_token_id
+    be = HFBackend(model, tok, batch_size=2)
+    p = GenParams(max_new_tokens=8, repetition_penalty=5.0)
+    plain = [be.encode(c) for c in convs(["say something now", "x y"])]
+    soft_prompts = [q[:4] + ids + q[4:] for q in plain]
+    token_prompts = [q[:4] + [pad, pad] + q[4:] for q in plain]
+    emb = model.get_input_embeddings().weight[[pad, pad]].detach()
+    inj = Injector(model.get_input_embeddings(), ids)
+    a = be.generate_soft(soft_prompts, lambda idx: emb.expand(len(idx), -1, -1), inj, p)
+    b = be.generate_ids(token_prompts, p)
+    assert a == b and all(len(x) >= 4 for x in a)
+    # and the penalty does act on the prompt: without it the outputs change
+    c = be.generate_soft(
+        soft_prompts, lambda idx: emb.expand(len(idx), -1, -1), inj, GenParams(max_new_tokens=8)
+    )
+    assert c != a

@@ -41,6 +41,10 @@ from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_jso
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
 
+# Bump when soft-prompt training or generation changes behaviour, so old results recompute
+# (v2: the repetition penalty sees the prompt tokens, as on the token path).
+SOFT_FORMAT = "soft-v2"
+
 METRIC_LABELS = {
     "rouge1": "ROUGE-1",
     "rougeL": "ROUGE-L",
@@ -183,6 +187,7 @@ class Session:
     def train_key(self, method: str) -> str:
         cfg = self.cfg
         return fingerprint(
+            SOFT_FORMAT,
             self.keys["contrast"],
             method,
             SOFT_METHODS[method],

@@ -128,10 +128,20 @@ class HFBackend:
                     input_ids=ids, attention_mask=mask, **self._gen_kwargs(params)
                 )
                 gen = gen[:, ids.shape[1] :]
-            else:  # with only inputs_embeds, generate returns the new tokens alone
+            else:
+                # The prompt ids go along with the embeddings so that the repetition penalty
+                # sees the prompt tokens exactly as on the token path (with embeddings alone
+                # it would only see new tokens). Placeholders outside the vocabulary become
+                # padding there; their vectors come from the embeddings.
+                vocab = self.model.get_input_embeddings().weight.shape[0]
+                plain = torch.where(ids >= vocab, torch.full_like(ids, pad), ids)
                 gen = self.model.generate(
-                    inputs_embeds=embeds(idx, ids), attention_mask=mask, **self._gen_kwargs(params)
+                    input_ids=plain,
+                    inputs_embeds=embeds(idx, ids),
+                    attention_mask=mask,
+                    **self._gen_kwargs(params),
                 )
+                gen = gen[:, ids.shape[1] :]
             for row, i in enumerate(idx):
                 out[i] = self.tokenizer.decode(gen[row], skip_special_tokens=True).strip()
             bar.update(len(idx))
