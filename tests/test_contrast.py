@@ -77,6 +77,21 @@ def test_reference_weighting_is_nearly_uniform():
         peer_weights(d, np.zeros(10, dtype=int), 1, "nope")
 
 
+@pytest.mark.parametrize("scheme", ["reference", "uniform", "distance", "softmax"])
+def test_dense_weights_equal_segment_weights(scheme):
+    from peerdiff.contrast import masked_weights
+
+    rng = np.random.default_rng(2)
+    d = rng.uniform(0, 2, (5, 7))
+    mask = rng.random((5, 7)) < 0.6
+    mask[0] = False  # a row without peers gets zeros
+    dense = masked_weights(d, mask, scheme, 0.3)
+    rows, cols = np.nonzero(mask)
+    seg = peer_weights(d[rows, cols], rows, 5, scheme, 0.3)
+    np.testing.assert_allclose(dense[rows, cols], seg, rtol=1e-12)
+    assert (dense[~mask] == 0).all()
+
+
 def test_select_slots_newest_first_with_peers():
     flat = np.array([0, 1, 2, 3, 4, 10, 11])
     offsets = np.array([0, 5, 7])
@@ -99,3 +114,27 @@ def test_compute_contrast_slots_text_and_vectors_agree():
     np.testing.assert_allclose(diff[0], vec[7] - vec[4], atol=1e-6)
     slots, _, _, mask = c.for_sample("B")
     assert slots[0] == 5 and mask.sum() == 1
+
+
+def test_item_blocks_match_a_per_pair_computation():
+    """The item-blocked computation equals a direct per-(review, peer) evaluation."""
+    rng = np.random.default_rng(1)
+    n = 300
+    user = rng.integers(0, 40, n)
+    item = rng.integers(0, 25, n)
+    base = rng.random(n) < 0.8
+    vec = rng.normal(size=(n, 6)).astype(np.float32)
+    q = np.arange(0, n, 3)
+    got, n_peers = difference_vectors(vec, user, item, base, q)
+    means = {u: vec[base & (user == u)].mean(0) for u in np.unique(user[base])}
+    for j, r in enumerate(q):
+        peers = [p for p in np.flatnonzero(base & (item == item[r])) if user[p] != user[r]]
+        assert n_peers[j] == len(peers)
+        if not peers:
+            assert np.isnan(got[j]).all()
+            continue
+        d = np.array([np.linalg.norm(means[user[r]] - means[user[p]]) for p in peers])
+        w = np.exp(d / d.sum()) / np.exp(d / d.sum()).sum()
+        np.testing.assert_allclose(
+            got[j], sum(wi * (vec[r] - vec[p]) for wi, p in zip(w, peers)), atol=1e-5
+        )

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--method", action="append", help="only these methods")
     e = cmd("evaluate", "score predictions (generating what is missing)")
     e.add_argument("--method", action="append", help="only these methods")
+    rp = cmd("report", "tables with bootstrap CIs and plots from a run's evaluated methods")
+    rp.add_argument("--reference", help="method the others are compared with (default: dep)")
     sv = cmd("serve", "HTTP service: OpenAI-compatible chat + personalized reviews")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
@@ -105,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             Console().print(results_table(rows))
         elif args.command == "run":
             s.run(args.method)
+        elif args.command == "report":
+            from peerdiff.report import write_report
+
+            out = write_report(s.run_dir, args.reference, cfg.evaluate.bootstrap, cfg.seed)
+            print((out / "report.md").read_text())
+            print(f"written: {out}/report.{{md,csv,json}}, {out}/metrics.png, {out}/training.png")
         elif args.command == "serve":
             from peerdiff.serve import serve
 

@@ -161,6 +161,9 @@ class EmbedConfig:
 @dataclass
 class LLMConfig:
     model: str = field(default="default", metadata={"help": "default = SmolLM2-135M-Instruct"})
+    engine: Literal["hf", "vllm"] = field(
+        default="hf", metadata={"help": "generation engine; training always uses transformers"}
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     threads: int | None = None

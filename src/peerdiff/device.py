@@ -17,8 +17,11 @@ def pick_device(pref: str = "auto") -> torch.device:
             raise ValueError(f"device {pref!r} requested but CUDA is not available")
         return dev
     if torch.cuda.is_available():
-        log.info("device: cuda (%s)", torch.cuda.get_device_name(0))
-        return torch.device("cuda")
+        import os
+
+        rank = int(os.environ.get("LOCAL_RANK", "0"))  # one GPU per process (accelerate launch)
+        log.info("device: cuda:%d (%s)", rank, torch.cuda.get_device_name(rank))
+        return torch.device(f"cuda:{rank}")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         log.info("device: mps")
         return torch.device("mps")

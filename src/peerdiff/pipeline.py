@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -63,6 +64,7 @@ class Session:
     _bench: Benchmark | None = None
     _backend: Any = None
     _backends: dict[str, Any] = field(default_factory=dict)
+    _vllm: Any = None
     keys: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -163,9 +165,10 @@ class Session:
         from peerdiff.model.inject import Injector, add_placeholders
 
         m = SoftPromptMethod(method, self.cfg)
-        be = self.backend
-        ids = add_placeholders(be.tokenizer, m.placeholders())
-        return m, Injector(be.model.get_input_embeddings(), ids)
+        ids = add_placeholders(self.hf.tokenizer, m.placeholders())
+        if self.backend is not self.hf:  # vLLM tokenizes the prompts: same ids there
+            assert add_placeholders(self.backend.tokenizer, m.placeholders()) == ids
+        return m, Injector(self.hf.model.get_input_embeddings(), ids)
 
     def train_samples(self) -> list[Sample]:
         """Training samples; with ``train.samples_per_user = n``, each user's latest n."""
@@ -207,7 +210,14 @@ class Session:
         from peerdiff.train import Example, Trainer
 
         cfg = self.cfg
-        self.contrast()
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if distributed:  # upstream stages once, on the main process (accelerate launch)
+            from accelerate import PartialState
+
+            with PartialState().main_process_first():
+                self.contrast()
+        else:
+            self.contrast()
         st = Stage(self.run_dir / "train", method)
         key = self.train_key(method)
         if st.is_done(key):
@@ -215,7 +225,7 @@ class Session:
         t0 = time.time()
         ctx = self.soft_context()
         m, injector = self._soft_parts(method)
-        be = self.backend
+        be = self.hf  # training always runs in transformers
         torch.manual_seed(cfg.seed)
         acfg = m.adapter_config(ctx.contrast.dim, be.model.config.hidden_size)
         adapter = build_adapter(acfg, be.model.get_input_embeddings()).to(be.device)
@@ -230,6 +240,12 @@ class Session:
             be.model, adapter, injector, be.tokenizer.pad_token_id, cfg.train, st.dir, key, cfg.seed
         )
         state = trainer.fit(examples, feats, validate)
+        if distributed:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+            if not PartialState().is_main_process:
+                return st
         n_params = sum(p.numel() for p in adapter.adapter_params())
         st.finish(
             key,
@@ -247,7 +263,7 @@ class Session:
 
     def _target_ids(self, s: Sample) -> list[int]:
         """Target review tokens, cut at ``train.max_target_tokens`` (EOS only if it fits)."""
-        tok = self.backend.tokenizer
+        tok = self.hf.tokenizer
         ids = tok(self.bench.texts[s.target], add_special_tokens=False)["input_ids"]
         n = self.cfg.train.max_target_tokens
         return ids[:n] if len(ids) >= n else ids + [tok.eos_token_id]
@@ -328,7 +344,20 @@ class Session:
 
     @property
     def backend(self):
-        """The in-process model of the ``llm`` section (soft-prompt methods always use it)."""
+        """The generation engine of the ``llm`` section: the transformers model (``hf``, default)
+        or vLLM (``llm.engine: vllm``)."""
+        if self.cfg.llm.engine == "vllm":
+            if self._vllm is None:
+                from peerdiff.backends.vllm import VLLMBackend
+                from peerdiff.model.llm import resolve_llm
+
+                self._vllm = VLLMBackend(resolve_llm(self.cfg.llm.model, self.cfg.cache_dir))
+            return self._vllm
+        return self.hf
+
+    @property
+    def hf(self):
+        """The in-process transformers model (training and soft-token injection use it)."""
         if self._backend is None:
             from peerdiff.backends.hf import HFBackend
 

@@ -116,6 +116,23 @@ def grad_free_prefix(input_ids: torch.Tensor, is_placeholder: torch.Tensor) -> i
     return int(hit.float().argmax()) if hit.any() else 0
 
 
+def accelerator():
+    """An ``accelerate.Accelerator`` when launched with several processes, else ``None``.
+
+    ``accelerate launch --num_processes N peerdiff train ...`` trains one adapter with DDP:
+    each process takes every N-th batch, gradients are averaged, the main process validates
+    and writes checkpoints.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import Accelerator
+
+    # without CUDA, accelerate ignores torchrun's processes unless told to use the CPU (gloo)
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
 class Trainer:
     """Trains one adapter on top of a frozen LLM.
 
@@ -198,11 +215,15 @@ class Trainer:
             The state: per-epoch records and the best epoch.
         """
         cfg = self.cfg
+        acc = accelerator()
+        rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
+        main = rank == 0
         self.dir.mkdir(parents=True, exist_ok=True)
         state = self._state()
-        params = self.adapter.adapter_params()
+        core = self.adapter  # the unwrapped module: saving, loading, validation
+        params = core.adapter_params()
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum))
+        per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum * world))
         total = max(1, per_epoch * cfg.epochs)
         warm = max(1, int(cfg.warmup_ratio * total)) if cfg.warmup_ratio > 0 else 0
 
@@ -215,22 +236,33 @@ class Trainer:
         done = len(state["epochs"])
         if done:
             last = self.dir / f"epoch-{done}"
-            loaded = load_adapter(last, self.device)
-            self.adapter.load_state_dict(loaded.state_dict())
+            core.load_state_dict(load_adapter(last, self.device).state_dict())
             ts = torch.load(last / "trainer_state.pt", weights_only=False)
             opt.load_state_dict(ts["optimizer"])
             sched.load_state_dict(ts["scheduler"])
             torch.set_rng_state(ts["torch_rng"])
+        model = core
+        if acc:  # DDP: gradients averaged over processes
+            model, opt = acc.prepare(core, opt)
+        self.adapter = model
         step = done * per_epoch
-        log = open(self.dir / "log.jsonl", "ab")
+        log = open(self.dir / "log.jsonl", "ab") if main else None
         for epoch in range(done + 1, cfg.epochs + 1):
             t0 = time.time()
             rng = random.Random(self.seed * 1000 + epoch)
             order = list(range(len(examples)))
             rng.shuffle(order)
             batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-            self.adapter.train()
-            bar = tqdm(total=len(batches), desc=f"train epoch {epoch}/{cfg.epochs}", unit="batch")
+            if world > 1:  # every process takes the same number of batches
+                need = math.ceil(len(batches) / world) * world
+                batches = (batches + batches[: need - len(batches)])[rank::world]
+            model.train()
+            bar = tqdm(
+                total=len(batches),
+                desc=f"train epoch {epoch}/{cfg.epochs}",
+                unit="batch",
+                disable=not main,
+            )
             losses = []
             opt.zero_grad(set_to_none=True)
             n_tokens = 0
@@ -238,7 +270,10 @@ class Trainer:
                 batch = collate([examples[i] for i in idx], self.pad_id, self.device)
                 feats = to_tensors(features, idx, self.device)
                 loss, parts = self.loss(batch, feats)
-                (loss / cfg.grad_accum).backward()
+                if acc:
+                    acc.backward(loss / cfg.grad_accum)
+                else:
+                    (loss / cfg.grad_accum).backward()
                 losses.append(float(loss.detach()))
                 n_tokens += int(batch["attention_mask"].sum())
                 if (b + 1) % cfg.grad_accum == 0 or b + 1 == len(batches):
@@ -247,55 +282,66 @@ class Trainer:
                     sched.step()
                     opt.zero_grad(set_to_none=True)
                     step += 1
-                rec = {
-                    "epoch": epoch,
-                    "batch": b,
-                    "step": step,
-                    "loss": losses[-1],
-                    **parts,
-                    "lr": sched.get_last_lr()[0],
-                    "tokens": n_tokens,
-                    "seconds": round(time.time() - t0, 3),
-                }
-                log.write(orjson.dumps(rec) + b"\n")
-                log.flush()
+                if log is not None:
+                    rec = {
+                        "epoch": epoch,
+                        "batch": b,
+                        "step": step,
+                        "loss": losses[-1],
+                        **parts,
+                        "lr": sched.get_last_lr()[0],
+                        "tokens": n_tokens,
+                        "seconds": round(time.time() - t0, 3),
+                    }
+                    log.write(orjson.dumps(rec) + b"\n")
+                    log.flush()
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 bar.update()
             bar.close()
-            self.adapter.eval()
-            ep_dir = self.dir / f"epoch-{epoch}"
-            save_adapter(self.adapter, ep_dir)
-            torch.save(
-                {
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                },
-                ep_dir / "trainer_state.pt",
-            )
+            model.eval()
             train_seconds = time.time() - t0
-            score = (
-                float(validate(self.adapter)) if validate is not None else -float(np.mean(losses))
-            )
-            state["epochs"].append(
-                {
-                    "epoch": epoch,
-                    "train_loss": float(np.mean(losses)),
-                    "val_score": score,
-                    "train_seconds": round(train_seconds, 1),
-                    "val_seconds": round(time.time() - t0 - train_seconds, 1),
-                    "tokens": n_tokens,
-                }
-            )
+            if acc:
+                n_tokens = int(acc.reduce(torch.tensor(n_tokens, device=acc.device), "sum"))
+            if main:
+                ep_dir = self.dir / f"epoch-{epoch}"
+                save_adapter(core, ep_dir)
+                torch.save(
+                    {
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                    ep_dir / "trainer_state.pt",
+                )
+                score = float(validate(core)) if validate is not None else -float(np.mean(losses))
+                state["epochs"].append(
+                    {
+                        "epoch": epoch,
+                        "train_loss": float(np.mean(losses)),
+                        "val_score": score,
+                        "train_seconds": round(train_seconds, 1),
+                        "val_seconds": round(time.time() - t0 - train_seconds, 1),
+                        "tokens": n_tokens,
+                        "processes": world,
+                    }
+                )
+                write_json(self.dir / "state.json", state)
+            if acc:
+                acc.wait_for_everyone()
+        if log is not None:
+            log.close()
+        self.adapter = core
+        if main:
+            best = max(state["epochs"], key=lambda e: e["val_score"])
+            state["best_epoch"] = best["epoch"]
+            tmp = self.dir / ".best.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(self.dir / f"epoch-{best['epoch']}", tmp)
+            (tmp / "trainer_state.pt").unlink(missing_ok=True)
+            shutil.rmtree(self.dir / "best", ignore_errors=True)
+            tmp.rename(self.dir / "best")
             write_json(self.dir / "state.json", state)
-        log.close()
-        best = max(state["epochs"], key=lambda e: e["val_score"])
-        state["best_epoch"] = best["epoch"]
-        tmp = self.dir / ".best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(self.dir / f"epoch-{best['epoch']}", tmp)
-        (tmp / "trainer_state.pt").unlink(missing_ok=True)
-        shutil.rmtree(self.dir / "best", ignore_errors=True)
-        tmp.rename(self.dir / "best")
-        write_json(self.dir / "state.json", state)
+        if acc:
+            acc.wait_for_everyone()
+            state = read_json(self.dir / "state.json")
         return state

@@ -1,0 +1,141 @@
+"""Generation throughput on CPU with SmolLM2-135M: batched generation vs batch-1 ``generate``.
+
+    python bench/generation.py [--prompts 32] [--new-tokens 64] [--batch 16,32]
+
+Two prompt sets from the quick job's test split: Non-Perso token prompts, and DEP prompts
+with 16 soft tokens from the quick run's trained adapter (skipped if it is not trained).
+Baseline: plain ``model.generate`` one prompt at a time (for soft prompts with
+``inputs_embeds`` built by the same injection code). Project path:
+:class:`peerdiff.backends.hf.HFBackend` (length-sorted batches, left padding). Printed per
+set: tokens/s of each, the ratio, and how many outputs equal the baseline's.
+Goal: >= 100 tokens/s aggregate and >= 10x the batch-1 baseline, identical greedy outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from peerdiff.backends.base import GenParams
+from peerdiff.config import load_config
+from peerdiff.methods import Context, get_method
+from peerdiff.pipeline import Session
+
+
+def tokens(tok, texts: list[str]) -> int:
+    return sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+
+
+def bench_set(name, prompts, be, single, batched, a, result):
+    tok = be.tokenizer
+    params = GenParams(max_new_tokens=a.new_tokens)
+    base = []
+    t0 = time.perf_counter()
+    for i in range(min(a.baseline_prompts, len(prompts))):
+        base.append(single(i, params))
+    bt = time.perf_counter() - t0
+    base_tps = tokens(tok, base) / bt
+    r = {
+        "prompts": len(prompts),
+        "mean_prompt_tokens": round(sum(map(len, prompts)) / len(prompts), 1),
+        "baseline_batch1_tokens_per_s": round(base_tps, 1),
+    }
+    for b in [int(x) for x in a.batch.split(",")]:
+        be.batch_size = b
+        t0 = time.perf_counter()
+        out = batched(params)
+        dt = time.perf_counter() - t0
+        tps = tokens(tok, out) / dt
+        same = sum(x == y for x, y in zip(out, base))
+        r[f"batch{b}"] = {
+            "tokens_per_s": round(tps, 1),
+            "ratio_vs_batch1": round(tps / base_tps, 1),
+            "seconds": round(dt, 1),
+            "identical_to_baseline": f"{same}/{len(base)}",
+        }
+    result[name] = r
+    print(name, json.dumps(r), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/quick.yaml")
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--batch", default="16,32")
+    ap.add_argument("--baseline-prompts", type=int, default=8, help="batch-1 runs (slow)")
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = load_config(a.config)
+    s = Session(cfg)
+    be = s.backend
+    tok, model = be.tokenizer, be.model
+    samples = s.bench.samples("test")[: a.prompts]
+    result = {"threads": torch.get_num_threads(), "new_tokens": a.new_tokens}
+    gen_kw = dict(do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+
+    # token prompts (Non-Perso)
+    m = get_method("nonperso", cfg)
+    ctx = Context(s.bench, cfg.prompt, lambda t: len(tok(t)["input_ids"]))
+    prompts = [be.encode(m.conversation(x, ctx)) for x in samples]
+
+    def single(i, p):
+        ids = torch.tensor([prompts[i]])
+        with torch.no_grad():
+            g = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=p.max_new_tokens,
+                **gen_kw,
+            )
+        return tok.decode(g[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+    bench_set(
+        "token_prompts", prompts, be, single, lambda p: be.generate_ids(prompts, p), a, result
+    )
+
+    # soft prompts (DEP), if the quick run trained an adapter
+    best = s.run_dir / "train" / "dep" / "best"
+    if (best / "adapter.safetensors").exists():
+        from peerdiff.model.adapters import load_adapter
+        from peerdiff.train import to_tensors
+
+        sctx = s.soft_context()
+        sm, inj = s._soft_parts("dep")
+        adapter = load_adapter(best).eval()
+        sprompts = [be.encode(sm.conversation(x, sctx)) for x in samples]
+        feats = sm.features(samples, sctx)
+
+        def soft(idx):
+            with torch.no_grad():
+                return adapter(to_tensors(feats, idx, "cpu"))[0]
+
+        def single_soft(i, p):
+            ids = torch.tensor([sprompts[i]])
+            with torch.no_grad():
+                emb = inj(ids, soft([i]))
+                plain = torch.where(ids >= model.config.vocab_size, tok.pad_token_id, ids)
+                g = model.generate(
+                    input_ids=plain,
+                    inputs_embeds=emb,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=p.max_new_tokens,
+                    **gen_kw,
+                )
+            return tok.decode(g[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+        def batched_soft(p):
+            return be.generate_soft(sprompts, lambda j: soft(j), inj, p)
+
+        bench_set("soft_prompts", sprompts, be, single_soft, batched_soft, a, result)
+    else:
+        print(f"soft prompts skipped: no adapter in {best} (run `make run` first)")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""DEP training throughput on CPU: tokens/s of training steps vs the machine's compute limit.
+
+    python bench/training.py [--examples 32] [--batch 4]
+
+Measured in one run on the quick job's DEP training examples (real prompts and targets):
+
+- the compute limit: fp32 matrix products of the model's own shapes (GFLOP/s);
+- the project's training step (``peerdiff.train.Trainer``: grad-free prompt prefix through a
+  KV cache, LM head only at target positions, AdamW step);
+- a baseline step: the same adapter and loss, but one plain forward over the whole sequence
+  with logits at every position (what ``model(inputs_embeds, labels=...)`` does).
+
+FLOPs per token: ``2 P`` (P = non-embedding parameters) plus attention ``4 L d`` per layer
+for the forward; the same again backward for positions after the grad-free prefix (input
+gradients only: the LLM is frozen); ``2 d V`` forward + backward for the LM head where it
+runs. Goal: >= 40% of the compute limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from peerdiff.config import load_config
+from peerdiff.model.adapters import build_adapter
+from peerdiff.pipeline import Session
+from peerdiff.train import Example, Trainer, collate, grad_free_prefix, to_tensors
+
+
+def matmul_gflops(d: int, ff: int, rows: int = 512, reps: int = 20) -> float:
+    a = torch.randn(rows, d)
+    w1, w2 = torch.randn(d, ff), torch.randn(ff, d)
+    for _ in range(3):
+        (a @ w1) @ w2
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        (a @ w1) @ w2
+    return reps * 2 * 2 * rows * d * ff / (time.perf_counter() - t0) / 1e9
+
+
+def step_flops(model, batch, split: int, head_everywhere: bool) -> float:
+    c = model.config
+    d, L, V = c.hidden_size, c.num_hidden_layers, c.vocab_size
+    P = sum(
+        p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n
+    )
+    mask = batch["attention_mask"]
+    n_tok = float(mask.sum())
+    ctx = mask.cumsum(-1).float()  # attended keys per position
+    attn = float((4 * d * L * ctx * mask).sum())
+    fwd = 2 * P * n_tok + attn
+    grad_tok = float(mask[:, split:].sum())
+    bwd = 2 * P * grad_tok + float((4 * d * L * ctx * mask)[:, split:].sum())
+    targets = float((batch["labels"] != -100).sum())
+    head = 2 * d * V * (n_tok if head_everywhere else targets) + 2 * d * V * targets
+    return fwd + bwd + head
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/quick.yaml")
+    ap.add_argument("--examples", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=4)
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cfg = load_config(a.config)
+    s = Session(cfg)
+    ctx = s.soft_context()
+    m, inj = s._soft_parts("dep")
+    be = s.backend
+    model = be.model
+    torch.manual_seed(0)
+    adapter = build_adapter(m.adapter_config(ctx.contrast.dim, model.config.hidden_size))
+    samples = s.train_samples()[: a.examples]
+    ex = [Example(be.encode(m.conversation(x, ctx)), s._target_ids(x)) for x in samples]
+    feats = m.features(samples, ctx)
+    order = np.argsort([len(e.prompt_ids) + len(e.target_ids) for e in ex])  # similar lengths
+    batches = [order[i : i + a.batch].tolist() for i in range(0, len(order), a.batch)]
+    limit = matmul_gflops(model.config.hidden_size, model.config.intermediate_size)
+    tr = Trainer(model, adapter, inj, be.tokenizer.pad_token_id, cfg.train, "/tmp/bench-train", "b")
+    opt = torch.optim.AdamW(adapter.adapter_params(), lr=1e-4)
+
+    def run(kind: str) -> dict:
+        flops = tok = 0.0
+        t0 = time.perf_counter()
+        for idx in batches:
+            batch = collate([ex[i] for i in idx], be.tokenizer.pad_token_id, be.device)
+            f = to_tensors(feats, idx, be.device)
+            if kind == "project":
+                loss, _ = tr.loss(batch, f)
+                split = grad_free_prefix(batch["input_ids"], inj.table >= 0)
+            else:  # plain forward with logits everywhere, HF-style loss
+                soft, aux = adapter(f)
+                out = model(
+                    inputs_embeds=inj(batch["input_ids"], soft),
+                    attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"],
+                )
+                logits = out.logits[:, :-1].float()
+                lab = batch["labels"][:, 1:]
+                loss = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), lab.reshape(-1), ignore_index=-100
+                )
+                loss = loss + 100 * (aux["recon"] + 1e-3 * aux["kl"])
+                split = 0
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            flops += step_flops(model, batch, split, head_everywhere=kind != "project")
+            tok += float(batch["attention_mask"].sum())
+        dt = time.perf_counter() - t0
+        useful = sum(
+            step_flops(model, collate([ex[i] for i in idx], 0, "cpu"), 0, False) for idx in batches
+        )  # the work of the plain computation, same for both
+        return {
+            "seconds": round(dt, 1),
+            "tokens_per_s": round(tok / dt, 1),
+            "executed_gflop_per_s": round(flops / dt / 1e9, 1),
+            "model_gflop_per_s": round(useful / dt / 1e9, 1),
+        }
+
+    result = {
+        "threads": torch.get_num_threads(),
+        "examples": len(ex),
+        "batch": a.batch,
+        "mean_tokens_per_example": round(
+            np.mean([len(e.prompt_ids) + len(e.target_ids) for e in ex]), 1
+        ),
+        "matmul_limit_gflop_per_s": round(limit, 1),
+    }
+    run("project")  # warm-up (allocator, threads)
+    result["baseline"] = run("baseline")
+    result["project"] = run("project")
+    result["speedup"] = round(result["baseline"]["seconds"] / result["project"]["seconds"], 2)
+    for k in ("baseline", "project"):
+        result[k]["share_of_limit"] = round(result[k]["executed_gflop_per_s"] / limit, 3)
+        result[k]["tokens_per_s_at_limit"] = round(
+            result[k]["tokens_per_s"] * limit / result[k]["executed_gflop_per_s"], 1
+        )
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

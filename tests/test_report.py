@@ -1,0 +1,88 @@
+"""Report tables, intervals and plots from hand-made evaluation directories."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from peerdiff import metrics
+from peerdiff.report import build_report, to_markdown, write_report
+
+
+def fake_eval(run, method, values, bleu_preds=None, split="test"):
+    d = run / "evaluate" / f"{method}-{split}"
+    d.mkdir(parents=True)
+    n = len(values)
+    ids = [f"{split}:u{i}" for i in range(n)]
+    preds = bleu_preds or ["the cat sat"] * n
+    stats = metrics.bleu_stats(preds, ["the cat sat on the mat"] * n)
+    cols = {"sample_id": ids, "bleu_stats": [r.tolist() for r in stats]}
+    for m in ("rouge1", "rougeL", "meteor", "bertscore"):
+        cols[m] = values
+    cols["bleu"] = metrics.sentence_bleu(stats)
+    pq.write_table(pa.table(cols), d / "scores.parquet")
+    (d / "summary.json").write_text(json.dumps({"method": method, "split": split, "notes": ["n1"]}))
+
+
+def test_paired_intervals_and_marks(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.3, 200)
+    fake_eval(tmp_path, "dep", base + 0.05)
+    fake_eval(tmp_path, "rag", base + rng.normal(0, 0.002, 200))
+    fake_eval(tmp_path, "nonperso", base - 0.02)
+    rep = build_report(tmp_path, n_boot=300)
+    s = rep["splits"]["test"]
+    assert s["reference"] == "dep" and [r["method"] for r in s["rows"]] == [
+        "nonperso",
+        "rag",
+        "dep",
+    ]
+    rag = next(r for r in s["rows"] if r["method"] == "rag")
+    d = rag["scores"]["meteor"]["vs_reference"]
+    assert d["n"] == 200 and d["diff"] == pytest.approx(-0.05, abs=0.002)
+    assert d["ci"][0] < d["diff"] < d["ci"][1] < 0  # paired: tight and excludes 0
+    assert s["best_baseline"] == "rag"
+    md = to_markdown(rep)
+    assert "| dep | 200 | **" in md and "| rag | 200 | *0." in md
+    assert "!" in md.split("Difference to `dep`")[1]
+
+
+def test_corpus_bleu_per_resample(tmp_path):
+    fake_eval(tmp_path, "a", [0.1] * 20, bleu_preds=["the cat sat on the mat"] * 20)
+    fake_eval(tmp_path, "b", [0.1] * 20, bleu_preds=["a dog"] * 20)
+    rep = build_report(tmp_path, reference="b", n_boot=50)
+    a = rep["splits"]["test"]["rows"][0]
+    assert a["method"] == "a" and a["scores"]["bleu"]["value"] == pytest.approx(100.0)
+    assert a["scores"]["bleu"]["vs_reference"]["diff"] == pytest.approx(100.0)
+
+
+def test_unknown_reference_is_an_error(tmp_path):
+    fake_eval(tmp_path, "rag", [0.1, 0.2])
+    with pytest.raises(ValueError, match="reference method 'dep' was not evaluated"):
+        build_report(tmp_path, reference="dep")
+
+
+def test_write_report_files_and_plots(tmp_path):
+    fake_eval(tmp_path, "dep", [0.2, 0.3, 0.25])
+    fake_eval(tmp_path, "rag", [0.1, 0.2, 0.3])
+    train = tmp_path / "train" / "dep"
+    train.mkdir(parents=True)
+    log = [
+        {"epoch": e, "loss": 4 - 0.01 * i, "lm": 3.9 - 0.01 * i} for e in (1, 2) for i in range(30)
+    ]
+    (train / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log))
+    (train / "state.json").write_text(
+        json.dumps(
+            {
+                "epochs": [{"epoch": 1, "val_score": 0.08}, {"epoch": 2, "val_score": 0.09}],
+                "best_epoch": 2,
+            }
+        )
+    )
+    out = write_report(tmp_path, n_boot=50)
+    for name in ("report.md", "report.csv", "report.json", "metrics.png", "training.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((out / "report.csv").read_text().splitlines()) == 1 + 2 * 5
