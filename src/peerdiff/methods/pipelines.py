@@ -80,11 +80,21 @@ PAG_SUMMARIZER = (
     "write.\nThe summary should be formatted as follows:\n[Summary]: <summary>"
 )
 _FEATURE = re.compile(r"\[([^\[\]\n]{2,60})\]\s*[:\-]?\s*(?:\n\s*)?Definition", re.I)
+_BOLD = re.compile(r"\*\*([^*\n]{2,60}?)\s*(?::\s*\*\*|\*\*\s*:)")
+_NOT_FEATURES = {"definition", "difference description", "difference", "summary", "review",
+                 "feature name", "item title", "item description"}
 
 
 def parse_features(text: str) -> list[str]:
-    """Feature names of a DRP extraction (``[Name] Definition: ...``), normalised."""
-    return [re.sub(r"\s+", " ", m.group(1)).strip().lower() for m in _FEATURE.finditer(text)]
+    """Feature names in a DRP extraction, normalised to lower case.
+
+    The requested format is ``[Name] Definition: ...``; small models often write
+    ``**Name**: ...`` instead, which is accepted too. Format words are not features.
+    """
+    names = [m.group(1) for m in _FEATURE.finditer(text)]
+    names += [m.group(1) for m in _BOLD.finditer(text)]
+    out = [re.sub(r"\s+", " ", n).strip(" :-").lower() for n in names]
+    return [n for n in out if n and n not in _NOT_FEATURES]
 
 
 def strip_label(text: str, label: str = "[Summary]:") -> str:

@@ -1,0 +1,117 @@
+"""DPL / DRP / PAG pieces: feature parsing, representative peers, cached calls."""
+
+import numpy as np
+import pytest
+
+from peerdiff.methods.pipelines import parse_features, representatives, strip_label
+
+
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("--- [Writing Style] Definition: x. Difference Description: y. ---\n"
+         "--- [Use of Humor]\nDefinition: z ---", ["writing style", "use of humor"]),
+        ("1. **Style**: formal\n2. **Emotional Tone:** warm", ["style", "emotional tone"]),
+        ("**Definition**: nothing here", []),
+        ("plain text without features", []),
+        ("<think>[Bogus] Definition</think>--- [Pacing] Definition: fast ---", ["bogus", "pacing"]),
+    ],
+)
+def test_parse_features(text, names):
+    assert parse_features(text) == names
+
+
+def test_representatives_take_one_peer_per_cluster_without_the_user():
+    rng = np.random.default_rng(0)
+    centers = np.eye(5)[:, :4] * 10  # 5 well separated clusters in 4-d
+    own = centers[0] + rng.normal(0, 0.01, 4)
+    peers = np.vstack([c + rng.normal(0, 0.01, (3, 4)) for c in centers])  # 3 per cluster
+    reps = representatives(own, peers, k=4)
+    assert len(reps) == 4
+    clusters = sorted({r // 3 for r in reps})
+    assert clusters == [1, 2, 3, 4]  # one per cluster, never the user's own cluster
+
+
+def test_strip_label():
+    assert strip_label("[Summary]: likes jazz") == "likes jazz"
+    assert strip_label("<think>hmm</think>The user [Summary]: short") == "short"
+    assert strip_label("no label") == "no label"
+
+
+@pytest.fixture(scope="module")
+def real_ctx(tmp_path_factory):
+    from conftest import DIGITAL_MUSIC, SHARED_DATA
+
+    from peerdiff.config import PromptConfig, load_config
+    from peerdiff.data.benchmark import Benchmark
+    from peerdiff.data.prepare import prepare
+    from peerdiff.methods.base import Context
+    from peerdiff.methods.prompts import approx_tokens
+
+    if not DIGITAL_MUSIC.exists():
+        pytest.skip("bundled data missing")
+    b = Benchmark(prepare(load_config(None, [f"data.root={SHARED_DATA}"]).data,
+                          tmp_path_factory.mktemp("run")).dir)
+    rng = np.random.default_rng(0)
+    vec = rng.normal(size=(len(b), 8)).astype(np.float32)
+    return Context(b, PromptConfig(), approx_tokens, vectors=vec)
+
+
+class FakeCall:
+    """Records every call; answers '<step>:<id>'."""
+
+    def __init__(self):
+        self.calls = {}
+
+    def __call__(self, step, role, ids, convs, max_new_tokens):
+        self.calls[step] = (role, list(ids), list(convs))
+        return [f"{step}:{i}" for i in ids]
+
+
+def test_drp_summarizer_reads_the_validated_differences(real_ctx):
+    from peerdiff.config import PipelineConfig
+    from peerdiff.methods.pipelines import DRP, PeerIndex
+
+    cfg = PipelineConfig(n_items=2, n_peers=3, min_peers=3)
+    samples = real_ctx.bench.samples("test")[:5]
+    call = FakeCall()
+    convs = DRP(cfg).conversations(samples, real_ctx, call)
+    assert [call.calls[s][0] for s in ("extract", "validate", "summary")] == [
+        "extractor", "validator", "summarizer"]
+    summaries = " ".join(c[1]["content"] for c in call.calls["summary"][2])
+    assert "validate:" in summaries and "extract:" not in summaries
+    # validation prompts carry the extraction they judge
+    for i, conv in zip(call.calls["validate"][1], call.calls["validate"][2]):
+        assert f"extract:{i}" in conv[1]["content"]
+    # the generator sees the summary, never the target text
+    peers = PeerIndex(real_ctx.bench)
+    for s, conv in zip(samples, convs):
+        text = conv[1]["content"]
+        assert f"summary:{s.sample_id}" in text
+        assert real_ctx.bench.texts[s.target][:60] not in text
+    # compared items have >= min_peers other reviewers; each extraction shows <= K peers
+    for i, conv in zip(call.calls["extract"][1], call.calls["extract"][2]):
+        assert conv[1]["content"].count("[Review by the other user") <= 3
+    ids = call.calls["extract"][1]
+    assert all("#" in i for i in ids) and len(ids) <= 2 * len(samples)
+    m = DRP(cfg)
+    for s in samples:
+        for r, reps in m.select(real_ctx.bench, peers, real_ctx.vectors, s):
+            assert r in s.profile and len(peers.peers(r)) >= 3
+            assert set(reps) <= set(peers.peers(r)) and len(reps) <= 3
+            assert all(real_ctx.bench.base_mask[p] for p in reps)  # peers: base profiles only
+
+
+def test_pag_and_dpl_calls(real_ctx):
+    from peerdiff.config import PipelineConfig
+    from peerdiff.methods.pipelines import DPL, PAG
+
+    samples = real_ctx.bench.samples("test")[:3]
+    call = FakeCall()
+    convs = PAG(PipelineConfig()).conversations(samples, real_ctx, call)
+    assert list(call.calls) == ["summary"] and len(convs) == 3
+    call = FakeCall()
+    DPL(PipelineConfig(min_peers=2)).conversations(samples, real_ctx, call)
+    assert list(call.calls) == ["extract", "summary"]
+    sys_prompt = call.calls["extract"][2][0][0]["content"]
+    assert "[Writing Style]" in sys_prompt and "[Emotional Style]" in sys_prompt
