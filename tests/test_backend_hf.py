@@ -46,9 +46,9 @@ def test_strip_reasoning(raw, clean):
 
 
 def test_soft_generation_matches_token_generation_with_a_penalty(tiny_lm):
-    """Soft vectors equal to a token's embedding reproduce token-id generation, repetition
-    penalty included: it must see the prompt's tokens on both paths. The soft vectors stand
-    for the pad token, which is what placeholders become for the penalty."""
+    """Soft vectors equal to tokens' embeddings reproduce token-id generation, repetition
+    penalty included (it sees the real prompt tokens on both paths; placeholders are not
+    tokens, so the soft vectors stand for tokens the prompt already contains)."""
     import copy
 
     import torch
@@ -62,19 +62,32 @@ def test_soft_generation_matches_token_generation_with_a_penalty(tiny_lm):
             model.get_input_embeddings().weight[t] = 0
     tok = copy.deepcopy(tok)
     ids = add_placeholders(tok, ["[SOFT_TOKEN_0]", "[SOFT_TOKEN_1]"])
-    pad = tok.pad_token_id
     be = HFBackend(model, tok, batch_size=2)
     p = GenParams(max_new_tokens=8, repetition_penalty=5.0)
     plain = [be.encode(c) for c in convs(["say something now", "x y"])]
     soft_prompts = [q[:4] + ids + q[4:] for q in plain]
-    token_prompts = [q[:4] + [pad, pad] + q[4:] for q in plain]
-    emb = model.get_input_embeddings().weight[[pad, pad]].detach()
+    token_prompts = [q[:4] + q[:2] + q[4:] for q in plain]
+    table = model.get_input_embeddings().weight.detach()
+    emb = torch.stack([table[q[:2]] for q in plain])  # (prompts, 2, hidden)
     inj = Injector(model.get_input_embeddings(), ids)
-    a = be.generate_soft(soft_prompts, lambda idx: emb.expand(len(idx), -1, -1), inj, p)
+
+    def soft(idx):
+        return emb[idx]
+
+    a = be.generate_soft(soft_prompts, soft, inj, p)
     b = be.generate_ids(token_prompts, p)
     assert a == b and all(len(x) >= 4 for x in a)
     # and the penalty does act on the prompt: without it the outputs change
-    c = be.generate_soft(
-        soft_prompts, lambda idx: emb.expand(len(idx), -1, -1), inj, GenParams(max_new_tokens=8)
-    )
+    c = be.generate_soft(soft_prompts, soft, inj, GenParams(max_new_tokens=8))
     assert c != a
+
+
+def test_batch_composition_does_not_change_outputs_under_a_penalty(tiny_lm):
+    """Padding is not a token for the repetition penalty: a prompt's output is the same
+    alone or in a batch with longer prompts."""
+    model, tok, _ = tiny_lm
+    p = GenParams(max_new_tokens=8, repetition_penalty=1.5)
+    texts = ["hi", "a much longer prompt that forces padding on the first one"]
+    together = HFBackend(model, tok, batch_size=2).chat(convs(texts), p)
+    alone = [HFBackend(model, tok, batch_size=1).chat(convs([t]), p)[0] for t in texts]
+    assert together == alone

@@ -42,9 +42,11 @@ from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_jso
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
 
-# Bump when soft-prompt training or generation changes behaviour, so old results recompute
-# (v2: the repetition penalty sees the prompt tokens, as on the token path).
-SOFT_FORMAT = "soft-v2"
+# Bump when decoding or soft-prompt training changes behaviour, so old results recompute.
+# decode-v3: own decoding loop; the repetition penalty sees real prompt tokens only (not
+# padding, not placeholders), so outputs do not depend on batch composition.
+DECODE_FORMAT = "decode-v3"
+SOFT_FORMAT = "soft-v3"
 
 METRIC_LABELS = {
     "rouge1": "ROUGE-1",
@@ -403,6 +405,7 @@ class Session:
         trained = self.train(method) if soft else None
         generator = self.backend if soft else self.backend_for("generator")
         gen_key = fingerprint(
+            DECODE_FORMAT,
             generator.name,
             asdict(cfg.llm),
             asdict(self.gen_params()),

@@ -65,20 +65,6 @@ class HFBackend:
     ) -> list[str]:
         return self.generate_ids([self.encode(c) for c in conversations], params, desc)
 
-    def _gen_kwargs(self, params: GenParams) -> dict:
-        kw = dict(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=params.do_sample,
-            repetition_penalty=params.repetition_penalty,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
-        if params.do_sample:
-            kw.update(temperature=params.temperature, top_p=params.top_p)
-        else:
-            kw.update(temperature=None, top_p=None, top_k=None)
-        return kw
-
     def generate_ids(
         self, prompts: Sequence[list[int]], params: GenParams, desc: str = "generate"
     ) -> list[str]:
@@ -105,7 +91,6 @@ class HFBackend:
 
         return self._generate(prompts, params, desc, embeds)
 
-    @torch.no_grad()
     def _generate(
         self,
         prompts: Sequence[list[int]],
@@ -121,32 +106,123 @@ class HFBackend:
             idx = order[start : start + self.batch_size]
             ids, mask = left_pad([prompts[i] for i in idx], pad)
             ids, mask = ids.to(self.device), mask.to(self.device)
-            if params.do_sample:
-                torch.manual_seed(params.seed + b)
-            if embeds is None:
-                gen = self.model.generate(
-                    input_ids=ids, attention_mask=mask, **self._gen_kwargs(params)
-                )
-                gen = gen[:, ids.shape[1] :]
-            else:
-                # The prompt ids go along with the embeddings so that the repetition penalty
-                # sees the prompt tokens exactly as on the token path (with embeddings alone
-                # it would only see new tokens). Placeholders outside the vocabulary become
-                # padding there; their vectors come from the embeddings.
-                vocab = self.model.get_input_embeddings().weight.shape[0]
-                plain = torch.where(ids >= vocab, torch.full_like(ids, pad), ids)
-                gen = self.model.generate(
-                    input_ids=plain,
-                    inputs_embeds=embeds(idx, ids),
-                    attention_mask=mask,
-                    **self._gen_kwargs(params),
-                )
-                gen = gen[:, ids.shape[1] :]
-            for row, i in enumerate(idx):
-                out[i] = self.tokenizer.decode(gen[row], skip_special_tokens=True).strip()
+            gen = torch.Generator(device="cpu").manual_seed(params.seed + b)
+            emb = embeds(idx, ids) if embeds is not None else None
+            for row, toks in enumerate(self.decode(ids, mask, params, emb, gen)):
+                out[idx[row]] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
             bar.update(len(idx))
         bar.close()
         return out
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        params: GenParams,
+        inputs_embeds: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Batched decoding with a KV cache; finished rows leave the batch.
+
+        Args:
+            ids, mask: ``(batch, seq)`` left-padded prompts (placeholder ids allowed when
+                ``inputs_embeds`` is given).
+            inputs_embeds: ``(batch, seq, hidden)`` prompt embeddings (soft prompts).
+
+        Returns:
+            The generated token ids of each row (EOS excluded).
+
+        The repetition penalty (CTRL / transformers semantics: positive logits divided,
+        negative multiplied) covers the row's real prompt tokens and its generated tokens;
+        padding and placeholders are not tokens, so a row's output does not depend on the
+        other rows of its batch.
+        """
+        from transformers import DynamicCache
+
+        model = self.model
+        eos = self.tokenizer.eos_token_id
+        vocab = model.get_input_embeddings().weight.shape[0]
+        B = ids.shape[0]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        kw = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": ids}
+        logits = (
+            model(
+                **kw,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            .logits[:, -1]
+            .float()
+        )
+        penalty = params.repetition_penalty != 1.0
+        seen = None
+        if penalty:
+            seen = torch.zeros(B, vocab, dtype=torch.bool, device=ids.device)
+            real = (mask == 1) & (ids < vocab)
+            seen.scatter_(1, torch.where(real, ids, 0), real)
+        alive = torch.arange(B, device=ids.device)
+        nxt_pos = pos[:, -1] + 1
+        outs: list[list[int]] = [[] for _ in range(B)]
+        for step in range(params.max_new_tokens):
+            if penalty:
+                sel = seen[alive]
+                logits = torch.where(
+                    sel,
+                    torch.where(
+                        logits > 0,
+                        logits / params.repetition_penalty,
+                        logits * params.repetition_penalty,
+                    ),
+                    logits,
+                )
+            tok = self._pick(logits, params, generator)
+            for r, t in zip(alive.tolist(), tok.tolist()):
+                if t != eos:
+                    outs[r].append(t)
+            keep = tok != eos
+            if step == params.max_new_tokens - 1 or not keep.any():
+                break
+            if penalty:
+                seen[alive, tok] = True
+            if not keep.all():
+                k = keep.nonzero().squeeze(1)
+                cache.batch_select_indices(k)
+                alive, tok, mask, nxt_pos = alive[k], tok[k], mask[k], nxt_pos[k]
+            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
+            logits = (
+                model(
+                    input_ids=tok[:, None],
+                    attention_mask=mask,
+                    position_ids=nxt_pos[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                .logits[:, -1]
+                .float()
+            )
+            nxt_pos = nxt_pos + 1
+        return outs
+
+    @staticmethod
+    def _pick(
+        logits: torch.Tensor, params: GenParams, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Greedy argmax, or temperature + top-p (nucleus) sampling."""
+        if not params.do_sample:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / params.temperature, dim=-1)
+        sp, si = probs.sort(dim=-1, descending=True)
+        cut = sp.cumsum(-1) - sp > params.top_p  # keep the smallest set reaching top_p
+        sp = sp.masked_fill(cut, 0.0)
+        choice = torch.multinomial(
+            sp.cpu() / sp.sum(-1, keepdim=True).cpu(), 1, generator=generator
+        )
+        return si.gather(-1, choice.to(si.device)).squeeze(-1)
 
 
 def left_pad(seqs: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
