@@ -90,7 +90,7 @@ def test_drp_summarizer_reads_the_validated_differences(real_ctx):
         assert f"summary:{s.sample_id}" in text
         assert real_ctx.bench.texts[s.target][:60] not in text
     # compared items have >= min_peers other reviewers; each extraction shows <= K peers
-    for i, conv in zip(call.calls["extract"][1], call.calls["extract"][2]):
+    for conv in call.calls["extract"][2]:
         assert conv[1]["content"].count("[Review by the other user") <= 3
     ids = call.calls["extract"][1]
     assert all("#" in i for i in ids) and len(ids) <= 2 * len(samples)
