@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from peerdiff.data.readers import DataError
-    from peerdiff.pipeline import Session, print_stats, results_table, write_results
+    from peerdiff.pipeline import Session, print_stats
     from peerdiff.stage import read_json
 
     s = Session(cfg)
@@ -96,15 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(s.generate(m, split).path("predictions.jsonl"))
         elif args.command == "evaluate":
             s.prepare()
-            rows = []
-            for m in args.method or cfg.methods:
-                for split in cfg.generate.splits:
-                    s.generate(m, split)
-                    rows.append(read_json(s.evaluate(m, split).path("summary.json")))
-            write_results(s.run_dir, rows, cfg.name)
-            from rich.console import Console
-
-            Console().print(results_table(rows))
+            s.results(args.method)
         elif args.command == "run":
             s.run(args.method)
         elif args.command == "report":

@@ -161,78 +161,36 @@ def difference_vectors(
     # BLAS thread beats a pool (threads spin-wait; 12x slower seen on a busy 2-core machine)
     qs, bs = _bucket_size(q_cnt[items]), _bucket_size(b_cnt[items])
     with threadpool_limits(1, user_api="blas"):
-        _buckets(
-            vectors,
-            user,
-            means,
-            sq,
-            queries,
-            q_order,
-            q_cnt,
-            q_ptr,
-            by_item,
-            b_cnt,
-            b_ptr,
-            items,
-            qs,
-            bs,
-            scheme,
-            temperature,
-            block_bytes,
-            diff,
-            n_peers,
-        )
+        for Qm, Bm in sorted(set(zip(qs.tolist(), bs.tolist()))):
+            its = items[(qs == Qm) & (bs == Bm)]
+            per = max(1, block_bytes // (Bm * dim * 4))
+            for c in range(0, len(its), per):
+                it = its[c : c + per]
+                k = len(it)
+                jq, jb = np.arange(Qm), np.arange(Bm)
+                q_valid = jq[None, :] < q_cnt[it][:, None]  # (k, Qm)
+                b_valid = jb[None, :] < b_cnt[it][:, None]  # (k, Bm)
+                qpos = np.where(q_valid, q_ptr[it][:, None] + jq[None, :], 0)
+                qrow = q_order[qpos]  # positions in `queries`
+                Q = queries[qrow]  # review ids (k, Qm)
+                B = by_item[np.where(b_valid, b_ptr[it][:, None] + jb[None, :], 0)]  # (k, Bm)
+                uq, ub = user[Q], user[B]
+                mask = (
+                    q_valid[:, :, None] & b_valid[:, None, :] & (uq[:, :, None] != ub[:, None, :])
+                )
+                gram = np.matmul(means[uq], means[ub].transpose(0, 2, 1))
+                d = np.sqrt(np.maximum(sq[uq][:, :, None] + sq[ub][:, None, :] - 2 * gram, 0.0))
+                w = masked_weights(d.astype(np.float64), mask, scheme, temperature).astype(
+                    np.float32
+                )
+                vb = np.asarray(vectors[B.ravel()], dtype=np.float32).reshape(k, Bm, dim)
+                vq = np.asarray(vectors[Q.ravel()], dtype=np.float32).reshape(k, Qm, dim)
+                block = vq - np.matmul(w, vb)  # (k, Qm, dim)
+                npeer = mask.sum(-1)
+                block[npeer == 0] = np.nan
+                diff[qrow[q_valid]] = block[q_valid]
+                n_peers[qrow[q_valid]] = npeer[q_valid]
     return diff, n_peers
-
-
-def _buckets(
-    vectors,
-    user,
-    means,
-    sq,
-    queries,
-    q_order,
-    q_cnt,
-    q_ptr,
-    by_item,
-    b_cnt,
-    b_ptr,
-    items,
-    qs,
-    bs,
-    scheme,
-    temperature,
-    block_bytes,
-    diff,
-    n_peers,
-) -> None:
-    """The bucketed batched products of :func:`difference_vectors` (writes diff, n_peers)."""
-    dim = vectors.shape[1]
-    for Qm, Bm in sorted(set(zip(qs.tolist(), bs.tolist()))):
-        its = items[(qs == Qm) & (bs == Bm)]
-        per = max(1, block_bytes // (Bm * dim * 4))
-        for c in range(0, len(its), per):
-            it = its[c : c + per]
-            k = len(it)
-            jq, jb = np.arange(Qm), np.arange(Bm)
-            q_valid = jq[None, :] < q_cnt[it][:, None]  # (k, Qm)
-            b_valid = jb[None, :] < b_cnt[it][:, None]  # (k, Bm)
-            qpos = np.where(q_valid, q_ptr[it][:, None] + jq[None, :], 0)
-            qrow = q_order[qpos]  # positions in `queries`
-            Q = queries[qrow]  # review ids (k, Qm)
-            B = by_item[np.where(b_valid, b_ptr[it][:, None] + jb[None, :], 0)]  # (k, Bm)
-            uq, ub = user[Q], user[B]
-            mask = q_valid[:, :, None] & b_valid[:, None, :] & (uq[:, :, None] != ub[:, None, :])
-            gram = np.matmul(means[uq], means[ub].transpose(0, 2, 1))
-            d = np.sqrt(np.maximum(sq[uq][:, :, None] + sq[ub][:, None, :] - 2 * gram, 0.0))
-            w = masked_weights(d.astype(np.float64), mask, scheme, temperature).astype(np.float32)
-            vb = np.asarray(vectors[B.ravel()], dtype=np.float32).reshape(k, Bm, dim)
-            vq = np.asarray(vectors[Q.ravel()], dtype=np.float32).reshape(k, Qm, dim)
-            block = vq - np.matmul(w, vb)  # (k, Qm, dim)
-            npeer = mask.sum(-1)
-            block[npeer == 0] = np.nan
-            diff[qrow[q_valid]] = block[q_valid]
-            n_peers[qrow[q_valid]] = npeer[q_valid]
 
 
 def select_slots(flat: np.ndarray, offsets: np.ndarray, has_peer: np.ndarray, k: int) -> np.ndarray:

@@ -38,6 +38,14 @@ BERTSCORE_NOTE = (
 )
 METRICS = ("rouge1", "rougeL", "meteor", "bleu", "bertscore")
 OPTIONAL_METRICS = ("judge",)  # reported when computed
+LABELS = {
+    "rouge1": "ROUGE-1",
+    "rougeL": "ROUGE-L",
+    "meteor": "METEOR",
+    "bleu": "BLEU",
+    "bertscore": "BERTScore",
+    "judge": "Judge",
+}
 _SENT = re.compile(r"(?<=[.!?])\s+")
 
 

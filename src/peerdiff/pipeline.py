@@ -36,7 +36,7 @@ from peerdiff.data.schema import Sample
 from peerdiff.generate import chat_fn, read_jsonl, run_predictions
 from peerdiff.methods import Context, get_method
 from peerdiff.methods.prompts import approx_tokens, strip_prefix
-from peerdiff.metrics import METRICS, OPTIONAL_METRICS, score_texts
+from peerdiff.metrics import LABELS, METRICS, OPTIONAL_METRICS, score_texts
 from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,6 @@ console = Console(stderr=True)
 # padding, not placeholders), so outputs do not depend on batch composition.
 DECODE_FORMAT = "decode-v3"
 SOFT_FORMAT = "soft-v3"
-
-METRIC_LABELS = {
-    "rouge1": "ROUGE-1",
-    "rougeL": "ROUGE-L",
-    "meteor": "METEOR",
-    "bleu": "BLEU",
-    "bertscore": "BERTScore",
-    "judge": "Judge",
-}
 
 
 @dataclass
@@ -562,13 +553,20 @@ class Session:
         prep = self.prepare()
         print_stats(read_json(prep.path("stats.json")))
         self.embed()
+        return self.results(methods, title=f"{cfg.name}: results ({{seconds:.0f}} s)", t0=t0)
+
+    def results(
+        self, methods: list[str] | None = None, title: str = "results", t0: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Generate and evaluate what is missing, then write and print the results table."""
+        t0 = time.time() if t0 is None else t0
         rows = []
-        for method in methods or cfg.methods:
-            for split in cfg.generate.splits:
+        for method in methods or self.cfg.methods:
+            for split in self.cfg.generate.splits:
                 self.generate(method, split)
                 rows.append(read_json(self.evaluate(method, split).path("summary.json")))
-        write_results(self.run_dir, rows, cfg.name)
-        console.print(results_table(rows, title=f"{cfg.name}: results ({time.time() - t0:.0f} s)"))
+        write_results(self.run_dir, rows, self.cfg.name)
+        console.print(results_table(rows, title=title.format(seconds=time.time() - t0)))
         for note in sorted({n for r in rows for n in r.get("notes", [])}):
             console.print(f"[dim]note: {note}[/dim]")
         return rows
@@ -623,7 +621,7 @@ def results_table(rows: list[dict[str, Any]], title: str = "results") -> Table:
     t.add_column("split")
     t.add_column("n", justify="right")
     for m in metrics:
-        t.add_column(METRIC_LABELS[m], justify="right")
+        t.add_column(LABELS[m], justify="right")
     t.add_column("gen s", justify="right")
     for r in rows:
         secs = r.get("generation_seconds")
@@ -656,7 +654,7 @@ def write_results(run_dir: Path, rows: list[dict[str, Any]], name: str) -> None:
                     ]
                 )
     lines = [
-        "| method | split | n | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " | time (s) |",
+        "| method | split | n | " + " | ".join(LABELS[m] for m in metrics) + " | time (s) |",
         "|---|---|---:|" + "---:|" * (len(metrics) + 1),
     ]
     for r in rows:

@@ -26,17 +26,9 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from peerdiff.metrics import METRICS, OPTIONAL_METRICS, corpus_bleu
+from peerdiff.metrics import LABELS, METRICS, OPTIONAL_METRICS, corpus_bleu
 from peerdiff.stage import atomic_path, read_json, write_json
 
-LABELS = {
-    "rouge1": "ROUGE-1",
-    "rougeL": "ROUGE-L",
-    "meteor": "METEOR",
-    "bleu": "BLEU",
-    "bertscore": "BERTScore",
-    "judge": "Judge",
-}
 BASELINES = ("nonperso", "rag", "pag", "dpl", "drp", "pplug")
 
 

@@ -65,6 +65,20 @@ class JsonlFormat:
     item_rating_number: tuple[str, ...] = ()
 
 
+# McAuley 2014 and 2018 dumps: same review and item fields; categories are named apart
+_MCAULEY = dict(
+    user=("reviewerID",),
+    item=("asin",),
+    title=("summary",),
+    text=("reviewText",),
+    rating=("overall",),
+    timestamp=("unixReviewTime",),
+    timestamp_divisor=1,
+    item_id=("asin",),
+    item_title=("title",),
+    item_description=("description",),
+)
+
 FORMATS: dict[Source, JsonlFormat] = {
     Source.amazon23: JsonlFormat(
         user=("user_id",),
@@ -80,32 +94,8 @@ FORMATS: dict[Source, JsonlFormat] = {
         item_categories=("categories",),
         item_rating_number=("rating_number",),
     ),
-    Source.amazon2014: JsonlFormat(
-        user=("reviewerID",),
-        item=("asin",),
-        title=("summary",),
-        text=("reviewText",),
-        rating=("overall",),
-        timestamp=("unixReviewTime",),
-        timestamp_divisor=1,
-        item_id=("asin",),
-        item_title=("title",),
-        item_description=("description",),
-        item_categories=("categories",),
-    ),
-    Source.amazon2018: JsonlFormat(
-        user=("reviewerID",),
-        item=("asin",),
-        title=("summary",),
-        text=("reviewText",),
-        rating=("overall",),
-        timestamp=("unixReviewTime",),
-        timestamp_divisor=1,
-        item_id=("asin",),
-        item_title=("title",),
-        item_description=("description",),
-        item_categories=("category",),
-    ),
+    Source.amazon2014: JsonlFormat(**_MCAULEY, item_categories=("categories",)),
+    Source.amazon2018: JsonlFormat(**_MCAULEY, item_categories=("category",)),
     Source.generic: JsonlFormat(
         user=("user_id",),
         item=("item_id",),

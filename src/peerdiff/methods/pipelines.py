@@ -81,8 +81,16 @@ PAG_SUMMARIZER = (
 )
 _FEATURE = re.compile(r"\[([^\[\]\n]{2,60})\]\s*[:\-]?\s*(?:\n\s*)?Definition", re.I)
 _BOLD = re.compile(r"\*\*([^*\n]{2,60}?)\s*(?::\s*\*\*|\*\*\s*:)")
-_NOT_FEATURES = {"definition", "difference description", "difference", "summary", "review",
-                 "feature name", "item title", "item description"}
+_NOT_FEATURES = {
+    "definition",
+    "difference description",
+    "difference",
+    "summary",
+    "review",
+    "feature name",
+    "item title",
+    "item description",
+}
 
 
 def parse_features(text: str) -> list[str]:
