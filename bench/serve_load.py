@@ -34,14 +34,36 @@ def bodies(n: int, users: list[str], max_tokens: int) -> list[tuple[str, dict]]:
     out = []
     for i in range(n):
         if i % 4 == 3:
-            out.append(("/v1/reviews", {
-                "user_id": users[i % len(users)], "method": "rag", "rating": 1 + i % 5,
-                "review_title": f"Thoughts #{i}", "max_new_tokens": max_tokens,
-                "item": {"title": f"Album {i}", "description": "A studio album."}}))
+            out.append(
+                (
+                    "/v1/reviews",
+                    {
+                        "user_id": users[i % len(users)],
+                        "method": "rag",
+                        "rating": 1 + i % 5,
+                        "review_title": f"Thoughts #{i}",
+                        "max_new_tokens": max_tokens,
+                        "item": {"title": f"Album {i}", "description": "A studio album."},
+                    },
+                )
+            )
         else:
-            out.append(("/v1/chat/completions", {
-                "model": "default", "max_tokens": max_tokens, "temperature": 0,
-                "messages": [{"role": "user", "content": f"Write one sentence about album number {i}."}]}))
+            out.append(
+                (
+                    "/v1/chat/completions",
+                    {
+                        "model": "default",
+                        "max_tokens": max_tokens,
+                        "temperature": 0,
+                        "messages": [
+                            {
+                                "role": "user",
+                                "content": f"Write one sentence about album number {i}.",
+                            }
+                        ],
+                    },
+                )
+            )
     return out
 
 
@@ -66,24 +88,48 @@ async def load(url: str, reqs: list[tuple[str, dict]], concurrency: int) -> dict
         await asyncio.gather(*(one(p, b) for p, b in reqs))
         wall = time.perf_counter() - t0
     a = np.array(lat)
-    return {"requests": len(reqs), "concurrency": concurrency, "errors": len(errors),
-            "error_examples": errors[:3], "wall_s": round(wall, 1),
-            "requests_per_s": round(len(reqs) / wall, 2),
-            "latency_s": {p: round(float(np.percentile(a, q)), 2)
-                          for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}}
+    return {
+        "requests": len(reqs),
+        "concurrency": concurrency,
+        "errors": len(errors),
+        "error_examples": errors[:3],
+        "wall_s": round(wall, 1),
+        "requests_per_s": round(len(reqs) / wall, 2),
+        "latency_s": {
+            p: round(float(np.percentile(a, q)), 2)
+            for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+        },
+    }
 
 
 MALFORMED = [
     ("/v1/chat/completions", "{broken json"),
     ("/v1/chat/completions", {"model": "x"}),
     ("/v1/chat/completions", {"model": "x", "messages": [{"role": "bot", "content": "hi"}]}),
-    ("/v1/chat/completions", {"model": "x", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1}),
-    ("/v1/chat/completions", {"model": "x", "messages": [{"role": "user", "content": "x"}], "stream": True}),
-    ("/v1/chat/completions", {"model": "x", "messages": [{"role": "user", "content": "x" * 40000}]}),
+    (
+        "/v1/chat/completions",
+        {"model": "x", "messages": [{"role": "user", "content": "x"}], "max_tokens": -1},
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "x", "messages": [{"role": "user", "content": "x"}], "stream": True},
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "x", "messages": [{"role": "user", "content": "x" * 40000}]},
+    ),
     ("/v1/reviews", {"user_id": "nobody", "item": {"title": "a"}, "rating": 3}),
     ("/v1/reviews", {"item": {"title": "a"}, "rating": 3}),
     ("/v1/reviews", {"user_id": "u", "item": {"title": "a"}, "rating": 11}),
-    ("/v1/reviews", {"history": [{"item_title": "a", "rating": 3, "text": "b"}], "item": {"title": "a"}, "rating": 3, "method": "dep"}),
+    (
+        "/v1/reviews",
+        {
+            "history": [{"item_title": "a", "rating": 3, "text": "b"}],
+            "item": {"title": "a"},
+            "rating": 3,
+            "method": "dep",
+        },
+    ),
     ("/v1/reviews", [1, 2, 3]),
 ]
 
@@ -99,9 +145,24 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "peerdiff.cli", "serve", "--config", a.config,
-                             "--port", str(port), "--max-batch", str(a.concurrency)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "peerdiff.cli",
+            "serve",
+            "--config",
+            a.config,
+            "--port",
+            str(port),
+            "--max-batch",
+            str(a.concurrency),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for _ in range(600):
             try:
@@ -119,12 +180,19 @@ def main() -> None:
         result = {"max_tokens": a.max_tokens}
         base = bodies(a.baseline_requests, users, a.max_tokens)
         result["baseline_sequential"] = asyncio.run(load(url, base, 1))
-        result["load"] = asyncio.run(load(url, bodies(a.requests, users, a.max_tokens), a.concurrency))
+        result["load"] = asyncio.run(
+            load(url, bodies(a.requests, users, a.max_tokens), a.concurrency)
+        )
         result["throughput_ratio"] = round(
-            result["load"]["requests_per_s"] / result["baseline_sequential"]["requests_per_s"], 2)
+            result["load"]["requests_per_s"] / result["baseline_sequential"]["requests_per_s"], 2
+        )
         codes = []
         for path, body in MALFORMED:
-            kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, str) else {"json": body}
+            kw = (
+                {"content": body, "headers": {"content-type": "application/json"}}
+                if isinstance(body, str)
+                else {"json": body}
+            )
             codes.append(httpx.post(url + path, timeout=60, **kw).status_code)
         result["malformed_status_codes"] = codes
         result["malformed_all_4xx"] = all(400 <= c < 500 for c in codes)

@@ -116,8 +116,10 @@ def test_compute_contrast_slots_text_and_vectors_agree():
     assert slots[0] == 5 and mask.sum() == 1
 
 
-def test_item_blocks_match_a_per_pair_computation():
-    """The item-blocked computation equals a direct per-(review, peer) evaluation."""
+@pytest.mark.parametrize("threads,block_bytes", [(1, 64 << 20), (3, 64)])
+def test_item_blocks_match_a_per_pair_computation(threads, block_bytes):
+    """The item-blocked computation equals a direct per-(review, peer) evaluation, on one
+    thread or several (tiny blocks: one item per task)."""
     rng = np.random.default_rng(1)
     n = 300
     user = rng.integers(0, 40, n)
@@ -125,7 +127,9 @@ def test_item_blocks_match_a_per_pair_computation():
     base = rng.random(n) < 0.8
     vec = rng.normal(size=(n, 6)).astype(np.float32)
     q = np.arange(0, n, 3)
-    got, n_peers = difference_vectors(vec, user, item, base, q)
+    got, n_peers = difference_vectors(
+        vec, user, item, base, q, threads=threads, block_bytes=block_bytes
+    )
     means = {u: vec[base & (user == u)].mean(0) for u in np.unique(user[base])}
     for j, r in enumerate(q):
         peers = [p for p in np.flatnonzero(base & (item == item[r])) if user[p] != user[r]]

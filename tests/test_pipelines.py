@@ -9,8 +9,11 @@ from peerdiff.methods.pipelines import parse_features, representatives, strip_la
 @pytest.mark.parametrize(
     "text, names",
     [
-        ("--- [Writing Style] Definition: x. Difference Description: y. ---\n"
-         "--- [Use of Humor]\nDefinition: z ---", ["writing style", "use of humor"]),
+        (
+            "--- [Writing Style] Definition: x. Difference Description: y. ---\n"
+            "--- [Use of Humor]\nDefinition: z ---",
+            ["writing style", "use of humor"],
+        ),
         ("1. **Style**: formal\n2. **Emotional Tone:** warm", ["style", "emotional tone"]),
         ("**Definition**: nothing here", []),
         ("plain text without features", []),
@@ -50,8 +53,11 @@ def real_ctx(tmp_path_factory):
 
     if not DIGITAL_MUSIC.exists():
         pytest.skip("bundled data missing")
-    b = Benchmark(prepare(load_config(None, [f"data.root={SHARED_DATA}"]).data,
-                          tmp_path_factory.mktemp("run")).dir)
+    b = Benchmark(
+        prepare(
+            load_config(None, [f"data.root={SHARED_DATA}"]).data, tmp_path_factory.mktemp("run")
+        ).dir
+    )
     rng = np.random.default_rng(0)
     vec = rng.normal(size=(len(b), 8)).astype(np.float32)
     return Context(b, PromptConfig(), approx_tokens, vectors=vec)
@@ -77,7 +83,10 @@ def test_drp_summarizer_reads_the_validated_differences(real_ctx):
     call = FakeCall()
     convs = DRP(cfg).conversations(samples, real_ctx, call)
     assert [call.calls[s][0] for s in ("extract", "validate", "summary")] == [
-        "extractor", "validator", "summarizer"]
+        "extractor",
+        "validator",
+        "summarizer",
+    ]
     summaries = " ".join(c[1]["content"] for c in call.calls["summary"][2])
     assert "validate:" in summaries and "extract:" not in summaries
     # validation prompts carry the extraction they judge

@@ -201,3 +201,30 @@ def test_evaluate_with_a_judge_over_http(server, tiny_lm, tmp_path):
     assert "judge" in pq.read_table(st.path("scores.parquet")).column_names
     assert len((st.dir / "judge.jsonl").read_text().splitlines()) == 3
     assert any(n.startswith("judge: openai:tiny") for n in st.manifest()["summary"]["notes"])
+
+
+def test_worker_groups_requests_by_settings():
+    """Chats with other settings queued in between do not split a batch; each request
+    gets its own answer."""
+    from peerdiff.serve import GenerationWorker
+
+    class Echo:
+        def __init__(self):
+            self.calls = []
+
+        def chat(self, convs, params, desc=""):
+            time.sleep(0.05)
+            self.calls.append((len(convs), params.max_new_tokens))
+            return [f"{c[-1]['content']}/{params.max_new_tokens}" for c in convs]
+
+    echo = Echo()
+    worker = GenerationWorker(echo, max_batch=4, max_wait=0.2)
+    a, b = GenParams(max_new_tokens=8), GenParams(max_new_tokens=16)
+    futures = [
+        worker.submit_chat([{"role": "user", "content": str(i)}], a if i % 2 else b)
+        for i in range(10)
+    ]
+    answers = [f.result(timeout=10) for f in futures]
+    worker.close()
+    assert answers == [f"{i}/{8 if i % 2 else 16}" for i in range(10)]
+    assert sorted(echo.calls) == [(1, 8), (1, 16), (4, 8), (4, 16)]

@@ -25,6 +25,7 @@ review.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def masked_weights(
     logits = np.where(mask, logits, -np.inf)
     mx = np.max(logits, axis=-1, keepdims=True)
     ex = np.where(mask, np.exp(logits - np.where(np.isfinite(mx), mx, 0.0)), 0.0)
-    return ex / np.maximum(ex.sum(-1, keepdims=True), 1e-300)
+    return ex / np.maximum(ex.sum(-1, keepdims=True), np.finfo(ex.dtype).tiny)
 
 
 _SIZES = np.unique(np.round(1.5 ** np.arange(0, 40) * np.array([[1], [4 / 3]])).astype(np.int64))
@@ -113,6 +114,7 @@ def difference_vectors(
     temperature: float = 1.0,
     out: np.ndarray | None = None,
     block_bytes: int = 64 << 20,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Difference vectors of ``queries`` against their peers.
 
@@ -128,19 +130,22 @@ def difference_vectors(
         is_base: ``(n_reviews,)`` True for base-profile reviews (the peer pool).
         queries: ``(m,)`` review ids to compute ``diff`` for.
         out: optional ``(m, dim)`` float32 array (e.g. a memmap) to write into.
-        block_bytes: bound on each batch's gathered peer vectors.
+        block_bytes: bound on each batch's gathered peer vectors (memory per thread).
+        threads: worker threads (default: the CPU count, at most 4).
 
     Returns:
         ``(diff (m, dim) float32 with NaN rows where a query has no peer, n_peers (m,))``.
     """
     m = len(queries)
     dim = vectors.shape[1]
+    threads = min(os.cpu_count() or 1, 4) if threads is None else threads
     diff = np.empty((m, dim), dtype=np.float32) if out is None else out
     n_peers = np.zeros(m, dtype=np.int64)
     if m == 0:
         return diff, n_peers
     n_users = int(user.max()) + 1
     n_items = int(item.max()) + 1
+    vectors = np.asarray(vectors)  # a memmap's ndarray view: plain (cheaper) fancy indexing
     base = np.flatnonzero(is_base)
     means = user_means(vectors, user, base, n_users)
     sq = np.einsum("ij,ij->i", means, means)
@@ -157,39 +162,48 @@ def difference_vectors(
     for i in no_base.tolist():
         diff[q_order[q_ptr[i] : q_ptr[i + 1]]] = np.nan
     items = items[b_cnt[items] > 0]
-    # buckets of items with similar (queries, peers) sizes; many small products, where one
-    # BLAS thread beats a pool (threads spin-wait; 12x slower seen on a busy 2-core machine)
+    # buckets of items with similar (queries, peers) sizes, each a few batched products.
+    # They are small: one BLAS thread per product beats a pool (its threads spin-wait; 12x
+    # slower seen on a busy 2-core machine); instead chunks run on a few Python threads
+    # (numpy releases the GIL in gathers and products) and write disjoint rows of `diff`.
     qs, bs = _bucket_size(q_cnt[items]), _bucket_size(b_cnt[items])
+
+    def run(task: tuple[int, int, np.ndarray]) -> None:
+        Qm, Bm, it = task
+        k = len(it)
+        jq, jb = np.arange(Qm), np.arange(Bm)
+        q_valid = jq[None, :] < q_cnt[it][:, None]  # (k, Qm)
+        b_valid = jb[None, :] < b_cnt[it][:, None]  # (k, Bm)
+        qrow = q_order[np.where(q_valid, q_ptr[it][:, None] + jq[None, :], 0)]  # in `queries`
+        Q = queries[qrow]  # review ids (k, Qm)
+        B = by_item[np.where(b_valid, b_ptr[it][:, None] + jb[None, :], 0)]  # (k, Bm)
+        uq, ub = user[Q], user[B]
+        mask = q_valid[:, :, None] & b_valid[:, None, :] & (uq[:, :, None] != ub[:, None, :])
+        gram = np.matmul(means[uq], means[ub].transpose(0, 2, 1))
+        d = np.sqrt(np.maximum(sq[uq][:, :, None] + sq[ub][:, None, :] - 2 * gram, 0.0))
+        w = masked_weights(d, mask, scheme, temperature).astype(np.float32, copy=False)
+        vb = vectors[B.ravel()].astype(np.float32, copy=False).reshape(k, Bm, dim)
+        vq = vectors[Q.ravel()].astype(np.float32, copy=False).reshape(k, Qm, dim)
+        block = vq - np.matmul(w, vb)  # (k, Qm, dim)
+        npeer = mask.sum(-1)
+        block[npeer == 0] = np.nan
+        diff[qrow[q_valid]] = block[q_valid]
+        n_peers[qrow[q_valid]] = npeer[q_valid]
+
+    tasks = []
+    for Qm, Bm in sorted(set(zip(qs.tolist(), bs.tolist()))):
+        its = items[(qs == Qm) & (bs == Bm)]
+        per = max(1, block_bytes // (Bm * dim * 4))
+        tasks += [(Qm, Bm, its[c : c + per]) for c in range(0, len(its), per)]
     with threadpool_limits(1, user_api="blas"):
-        for Qm, Bm in sorted(set(zip(qs.tolist(), bs.tolist()))):
-            its = items[(qs == Qm) & (bs == Bm)]
-            per = max(1, block_bytes // (Bm * dim * 4))
-            for c in range(0, len(its), per):
-                it = its[c : c + per]
-                k = len(it)
-                jq, jb = np.arange(Qm), np.arange(Bm)
-                q_valid = jq[None, :] < q_cnt[it][:, None]  # (k, Qm)
-                b_valid = jb[None, :] < b_cnt[it][:, None]  # (k, Bm)
-                qpos = np.where(q_valid, q_ptr[it][:, None] + jq[None, :], 0)
-                qrow = q_order[qpos]  # positions in `queries`
-                Q = queries[qrow]  # review ids (k, Qm)
-                B = by_item[np.where(b_valid, b_ptr[it][:, None] + jb[None, :], 0)]  # (k, Bm)
-                uq, ub = user[Q], user[B]
-                mask = (
-                    q_valid[:, :, None] & b_valid[:, None, :] & (uq[:, :, None] != ub[:, None, :])
-                )
-                gram = np.matmul(means[uq], means[ub].transpose(0, 2, 1))
-                d = np.sqrt(np.maximum(sq[uq][:, :, None] + sq[ub][:, None, :] - 2 * gram, 0.0))
-                w = masked_weights(d.astype(np.float64), mask, scheme, temperature).astype(
-                    np.float32
-                )
-                vb = np.asarray(vectors[B.ravel()], dtype=np.float32).reshape(k, Bm, dim)
-                vq = np.asarray(vectors[Q.ravel()], dtype=np.float32).reshape(k, Qm, dim)
-                block = vq - np.matmul(w, vb)  # (k, Qm, dim)
-                npeer = mask.sum(-1)
-                block[npeer == 0] = np.nan
-                diff[qrow[q_valid]] = block[q_valid]
-                n_peers[qrow[q_valid]] = npeer[q_valid]
+        if threads <= 1 or len(tasks) < 2:
+            for t in tasks:
+                run(t)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(run, tasks))
     return diff, n_peers
 
 

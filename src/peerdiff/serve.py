@@ -82,29 +82,34 @@ class GenerationWorker:
             job = self.queue.get()
             if job is None:
                 return
-            if job[0] == "call":
-                self._run_call(job)
-                continue
-            batch = [job]
+            # everything already queued, plus what arrives within max_wait
+            jobs, stop = [job], False
             deadline = time.monotonic() + self.max_wait
-            deferred = []
-            while len(batch) < self.max_batch:
+            while len(jobs) < 4 * self.max_batch:
                 try:
                     nxt = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
-                if nxt is None or nxt[0] != "chat" or nxt[2] != job[2]:
-                    deferred.append(nxt)
+                if nxt is None:
+                    stop = True
                     break
-                batch.append(nxt)
-            self._run_chat(batch)
-            for d in deferred:
-                if d is None:
-                    return
-                if d[0] == "call":
-                    self._run_call(d)
-                else:
-                    self._run_chat([d])
+                jobs.append(nxt)
+            self._run_jobs(jobs)
+            if stop:
+                return
+
+    def _run_jobs(self, jobs: list) -> None:
+        """Calls one by one; chats grouped by their settings, ``max_batch`` at a time (a
+        request with other settings waits for its own batch instead of splitting this one)."""
+        groups: dict[GenParams, list] = {}
+        for j in jobs:
+            if j[0] == "call":
+                self._run_call(j)
+            else:
+                groups.setdefault(j[2], []).append(j)
+        for group in groups.values():
+            for i in range(0, len(group), self.max_batch):
+                self._run_chat(group[i : i + self.max_batch])
 
     def _run_chat(self, batch: list) -> None:
         self.batches.append(len(batch))
