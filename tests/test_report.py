@@ -76,7 +76,10 @@ def test_write_report_files_and_plots(tmp_path):
     (train / "state.json").write_text(
         json.dumps(
             {
-                "epochs": [{"epoch": 1, "val_score": 0.08}, {"epoch": 2, "val_score": 0.09}],
+                "epochs": [
+                    {"epoch": 1, "train_loss": 3.9, "val_score": 0.08},
+                    {"epoch": 2, "train_loss": 3.7, "val_score": 0.09},
+                ],
                 "best_epoch": 2,
             }
         )
@@ -85,4 +88,18 @@ def test_write_report_files_and_plots(tmp_path):
     for name in ("report.md", "report.csv", "report.json", "metrics.png", "training.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| dep | 2 | 3.7000 | 0.0900 | nan | yes |" in (out / "report.md").read_text()
     assert len((out / "report.csv").read_text().splitlines()) == 1 + 2 * 5
+
+
+def test_report_of_a_run_with_training_only(tmp_path):
+    train = tmp_path / "train" / "dep"
+    train.mkdir(parents=True)
+    (train / "log.jsonl").write_text(json.dumps({"epoch": 1, "loss": 4.0, "lm": 3.9}))
+    (train / "state.json").write_text(
+        json.dumps({"epochs": [{"epoch": 1, "train_loss": 4.0, "val_score": 0.1}], "best_epoch": 1})
+    )
+    out = write_report(tmp_path, n_boot=10)
+    md = (out / "report.md").read_text()
+    assert "No evaluated methods" in md and "| dep | 1 | 4.0000 | 0.1000 |" in md
+    assert (out / "training.png").exists() and not (out / "metrics.png").exists()

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
             out = write_report(s.run_dir, args.reference, cfg.evaluate.bootstrap, cfg.seed)
             print((out / "report.md").read_text())
-            print(f"written: {out}/report.{{md,csv,json}}, {out}/metrics.png, {out}/training.png")
+            print("written: " + ", ".join(str(p) for p in sorted(out.iterdir())))
         elif args.command == "serve":
             from peerdiff.serve import serve
 

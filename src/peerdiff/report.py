@@ -212,6 +212,28 @@ def to_markdown(report: dict[str, Any]) -> str:
         for n in s["notes"]:
             lines.append(f"\nNote: {n}")
         lines.append("")
+    if not report["splits"]:
+        lines += [
+            "No evaluated methods in this run yet (`peerdiff run` or `peerdiff evaluate`).",
+            "",
+        ]
+    if report.get("training"):
+        lines += [
+            "## Training",
+            "",
+            "| method | epoch | train loss | validation score | train s | selected |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for method, st in report["training"].items():
+            for e in st["epochs"]:
+                sel = "yes" if e["epoch"] == st.get("best_epoch") else ""
+                loss, val, sec = (
+                    e.get(k, float("nan")) for k in ("train_loss", "val_score", "train_seconds")
+                )
+                lines.append(
+                    f"| {method} | {e['epoch']} | {loss:.4f} | {val:.4f} | {sec:.0f} | {sel} |"
+                )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -227,6 +249,11 @@ def write_report(
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(run_dir, reference, n_boot, seed)
+    report["training"] = {
+        d.parent.name: read_json(d)
+        for d in sorted((run_dir / "train").glob("*/state.json"))
+        if read_json(d).get("epochs")
+    }
     write_json(out / "report.json", report)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(to_markdown(report))
