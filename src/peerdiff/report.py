@@ -344,7 +344,7 @@ def plot_training(train_dir: Path, path: Path) -> None:
     for key, label in (("loss", "total loss"), ("lm", "LM loss")):
         y = np.array([r.get(key, np.nan) for r in log], dtype=float)
         a.plot(x, y, alpha=0.3, lw=0.8)
-        w = max(1, len(y) // 25)
+        w = min(50, max(1, len(y) // 10))  # moving average over about a tenth of the run
         if len(y) >= w:
             a.plot(
                 x[w - 1 :],
