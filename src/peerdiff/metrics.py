@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,15 +38,29 @@ BERTSCORE_NOTE = (
     "within this table."
 )
 METRICS = ("rouge1", "rougeL", "meteor", "bleu", "bertscore")
-OPTIONAL_METRICS = ("judge",)  # reported when computed
+OPTIONAL_METRICS = ("nll", "ppl", "judge")  # reported when computed
+LOWER_IS_BETTER = frozenset({"nll", "ppl"})
 LABELS = {
     "rouge1": "ROUGE-1",
     "rougeL": "ROUGE-L",
     "meteor": "METEOR",
     "bleu": "BLEU",
     "bertscore": "BERTScore",
+    "nll": "NLL",
+    "ppl": "PPL",
     "judge": "Judge",
 }
+
+
+def format_score(metric: str, v: float | None) -> str:
+    """A score as tables show it (``n/a`` when missing)."""
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    if metric in ("bleu", "ppl"):
+        return f"{v:.2f}"
+    return f"{v:.4f}"
+
+
 _SENT = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -262,24 +277,20 @@ def score_texts(
     return Scores(per, corpus, stats, notes)
 
 
-def paired_bootstrap(
-    a: np.ndarray,
-    b: np.ndarray,
-    n: int = 1000,
-    seed: int = 0,
-    stat=np.mean,
+def bootstrap(
+    stat: Callable[[np.ndarray], float], n_items: int, n: int = 1000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """Difference ``stat(a) - stat(b)`` on paired samples with a bootstrap 95% interval.
+    """A statistic and its bootstrap 95% interval.
 
     Args:
-        a, b: per-sample values aligned on the same samples (leading axis), or per-sample
-            statistics rows when ``stat`` aggregates rows (e.g. corpus BLEU).
+        stat: row indices -> the statistic on those rows (paired comparisons index both
+            methods with the same rows; corpus BLEU recomputes from n-gram statistics).
+        n_items: number of rows resampled (with replacement, ``n`` times).
+
     Returns:
-        ``(difference, low, high)``.
+        ``(stat(all rows), 2.5th percentile, 97.5th percentile)``.
     """
     rng = np.random.default_rng(seed)
-    k = len(a)
-    idx = rng.integers(0, k, size=(n, k))
-    diffs = np.array([stat(a[i]) - stat(b[i]) for i in idx])
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return float(stat(a) - stat(b)), float(lo), float(hi)
+    vals = [stat(rng.integers(0, n_items, n_items)) for _ in range(n)]
+    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
+    return float(stat(np.arange(n_items))), float(lo), float(hi)

@@ -26,10 +26,44 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 
-from peerdiff.metrics import LABELS, METRICS, OPTIONAL_METRICS, corpus_bleu
+from peerdiff.metrics import (
+    LABELS,
+    LOWER_IS_BETTER,
+    METRICS,
+    OPTIONAL_METRICS,
+    bootstrap,
+    corpus_bleu,
+    format_score,
+)
 from peerdiff.stage import atomic_path, read_json, write_json
 
-BASELINES = ("nonperso", "rag", "pag", "dpl", "drp", "pplug")
+
+def _group(method: str) -> str:
+    from peerdiff import methods
+
+    try:
+        return methods.get(method).group
+    except ValueError:  # a method this version does not know: list it last
+        return "other"
+
+
+def _order(method: str) -> tuple[int, int]:
+    """Baselines, then controls, then DEP's family; registry order within a group."""
+    from peerdiff import methods
+
+    groups = ("baseline", "control", "dep", "other")
+    names = methods.names()
+    return groups.index(_group(method)), names.index(method) if method in names else len(names)
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table; columns after the first two are right-aligned."""
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(headers))) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -44,24 +78,33 @@ class MethodScores:
     notes: list[str]
 
     def stat(self, metric: str, idx: np.ndarray | None = None) -> float:
-        """The reported score on ``idx`` (all samples by default): mean, or corpus BLEU."""
+        """The reported score on ``idx`` (all samples by default): the mean; corpus BLEU; and
+        perplexity from the summed target NLL over the summed target tokens."""
         if metric == "bleu":
             st = self.bleu_stats if idx is None else self.bleu_stats[idx]
             return corpus_bleu(st)
+        if metric == "ppl":
+            s, n = self.values["nll_sum"], self.values["nll_tokens"]
+            if idx is not None:
+                s, n = s[idx], n[idx]
+            return float(np.exp(s.sum() / max(n.sum(), 1))) if len(s) else float("nan")
         v = self.values[metric] if idx is None else self.values[metric][idx]
         return float(np.nanmean(v)) if len(v) else float("nan")
 
+    def has(self, metric: str) -> bool:
+        return metric in self.values or (metric == "ppl" and "nll_sum" in self.values)
+
 
 def collect(run_dir: str | Path) -> dict[str, list[MethodScores]]:
-    """Every ``evaluate/<method>-<split>`` of a run, grouped by split (method order: baselines
-    first, in :data:`BASELINES` order, then the rest alphabetically)."""
+    """Every ``evaluate/<method>-<split>`` of a run, grouped by split (baselines, controls,
+    then DEP's family)."""
     out: dict[str, list[MethodScores]] = {}
     for d in sorted((Path(run_dir) / "evaluate").glob("*/scores.parquet")):
         summary = read_json(d.parent / "summary.json")
         t = pq.read_table(d)
         values = {
             m: np.asarray(t[m].to_pylist(), dtype=np.float64)
-            for m in (*METRICS, *OPTIONAL_METRICS)
+            for m in (*METRICS, *OPTIONAL_METRICS, "nll_sum", "nll_tokens")
             if m in t.column_names
         }
         ms = MethodScores(
@@ -73,9 +116,8 @@ def collect(run_dir: str | Path) -> dict[str, list[MethodScores]]:
             summary.get("notes", []),
         )
         out.setdefault(ms.split, []).append(ms)
-    order = {m: i for i, m in enumerate(BASELINES)}
     for split in out:
-        out[split].sort(key=lambda s: (order.get(s.method, len(order)), s.method))
+        out[split].sort(key=lambda s: _order(s.method))
     return out
 
 
@@ -83,11 +125,7 @@ def bootstrap_ci(
     ms: MethodScores, metric: str, n: int = 1000, seed: int = 0
 ) -> tuple[float, float, float]:
     """``(value, low, high)``: the score and its bootstrap 95% interval."""
-    rng = np.random.default_rng(seed)
-    k = len(ms.sample_ids)
-    vals = [ms.stat(metric, rng.integers(0, k, k)) for _ in range(n)]
-    lo, hi = np.nanpercentile(vals, [2.5, 97.5])
-    return ms.stat(metric), float(lo), float(hi)
+    return bootstrap(lambda idx: ms.stat(metric, idx), len(ms.sample_ids), n, seed)
 
 
 def paired_difference(
@@ -102,25 +140,18 @@ def paired_difference(
     pairs = [(i, pos_b[s]) for i, s in enumerate(a.sample_ids) if s in pos_b]
     ia = np.array([p[0] for p in pairs], dtype=np.int64)
     ib = np.array([p[1] for p in pairs], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    k = len(pairs)
-    diffs = []
-    for _ in range(n):
-        r = rng.integers(0, k, k)
-        diffs.append(a.stat(metric, ia[r]) - b.stat(metric, ib[r]))
-    lo, hi = np.nanpercentile(diffs, [2.5, 97.5])
-    return a.stat(metric, ia) - b.stat(metric, ib), float(lo), float(hi), int(k)
+    d, lo, hi = bootstrap(
+        lambda r: a.stat(metric, ia[r]) - b.stat(metric, ib[r]), len(pairs), n, seed
+    )
+    return d, lo, hi, len(pairs)
 
 
-def _fmt(metric: str, v: float) -> str:
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    return f"{v:.2f}" if metric == "bleu" else f"{v:.4f}"
+_fmt = format_score
 
 
-def _rank_marks(values: list[float]) -> list[str]:
-    """``**`` for the best, ``*`` for the second best (higher is better)."""
-    finite = sorted({v for v in values if np.isfinite(v)}, reverse=True)
+def _rank_marks(values: list[float], lower_is_better: bool = False) -> list[str]:
+    """``**`` for the best, ``*`` for the second best."""
+    finite = sorted({v for v in values if np.isfinite(v)}, reverse=not lower_is_better)
     marks = []
     for v in values:
         if finite and v == finite[0]:
@@ -144,7 +175,7 @@ def build_report(
         if ref_name not in names:
             raise ValueError(f"reference method {ref_name!r} was not evaluated on {split}: {names}")
         ref = methods[names.index(ref_name)]
-        metrics = [m for m in (*METRICS, *OPTIONAL_METRICS) if all(m in x.values for x in methods)]
+        metrics = [m for m in (*METRICS, *OPTIONAL_METRICS) if all(x.has(m) for x in methods)]
         rows = []
         for ms in methods:
             row: dict[str, Any] = {"method": ms.method, "n": len(ms.sample_ids), "scores": {}}
@@ -156,7 +187,7 @@ def build_report(
                     entry["vs_reference"] = {"diff": d, "ci": [dlo, dhi], "n": k}
                 row["scores"][metric] = entry
             rows.append(row)
-        baselines = [r for r in rows if r["method"] in BASELINES]
+        baselines = [r for r in rows if _group(r["method"]) == "baseline"]
         best_baseline = (
             max(baselines, key=lambda r: r["scores"]["meteor"]["value"])["method"]
             if baselines and "meteor" in metrics
@@ -176,27 +207,16 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Results: {report['run_dir']}", ""]
     for split, s in report["splits"].items():
         metrics, rows, ref = s["metrics"], s["rows"], s["reference"]
-        lines += [f"## {split} split", ""]
-        lines.append("| method | n | " + " | ".join(LABELS[m] for m in metrics) + " |")
-        lines.append("|---|---:|" + "---:|" * len(metrics))
-        marks = {m: _rank_marks([r["scores"][m]["value"] for r in rows]) for m in metrics}
-        for i, r in enumerate(rows):
-            cells = []
-            for m in metrics:
-                mk = marks[m][i]
-                cells.append(f"{mk}{_fmt(m, r['scores'][m]['value'])}{mk}")
-            lines.append(f"| {r['method']} | {r['n']} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "Best in **bold**, second in *italics*. ROUGE, METEOR, BERTScore: mean over samples; "
-            "BLEU: corpus BLEU (0-100).",
-            "",
-            f"Difference to `{ref}` (method minus {ref}), paired bootstrap 95% interval; an "
-            "interval that excludes 0 is marked with `!`:",
-            "",
-            "| method | " + " | ".join(LABELS[m] for m in metrics) + " |",
-            "|---|" + "---:|" * len(metrics),
+        marks = {
+            m: _rank_marks([r["scores"][m]["value"] for r in rows], m in LOWER_IS_BETTER)
+            for m in metrics
+        }
+        body = [
+            [r["method"], r["n"]]
+            + [f"{marks[m][i]}{_fmt(m, r['scores'][m]['value'])}{marks[m][i]}" for m in metrics]
+            for i, r in enumerate(rows)
         ]
+        diffs = []
         for r in rows:
             if r["method"] == ref:
                 continue
@@ -206,34 +226,71 @@ def to_markdown(report: dict[str, Any]) -> str:
                 lo, hi = d["ci"]
                 sig = "!" if (lo > 0 or hi < 0) else ""
                 cells.append(f"{_fmt(m, d['diff'])} [{_fmt(m, lo)}, {_fmt(m, hi)}]{sig}")
-            lines.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+            diffs.append([r["method"], *cells])
+        lines += [
+            f"## {split} split",
+            "",
+            markdown_table(["method", "n", *[LABELS[m] for m in metrics]], body),
+            "Best in **bold**, second in *italics*. ROUGE, METEOR, BERTScore: mean over samples; "
+            "BLEU: corpus BLEU (0-100); NLL: target negative log-likelihood per token under the "
+            "method's prompt (mean over samples, lower is better); PPL: exp of the summed NLL "
+            "over the summed target tokens.",
+            "",
+            f"Difference to `{ref}` (method minus {ref}), paired bootstrap 95% interval; an "
+            "interval that excludes 0 is marked with `!`:",
+            "",
+            markdown_table(["method", *[LABELS[m] for m in metrics]], diffs),
+        ]
         if s.get("best_baseline"):
-            lines += ["", f"Best baseline by METEOR: `{s['best_baseline']}`."]
-        for n in s["notes"]:
-            lines.append(f"\nNote: {n}")
-        lines.append("")
+            lines += [f"Best baseline by METEOR: `{s['best_baseline']}`.", ""]
+        lines += [f"Note: {n}\n" for n in s["notes"]]
     if not report["splits"]:
         lines += [
             "No evaluated methods in this run yet (`peerdiff run` or `peerdiff evaluate`).",
             "",
         ]
-    if report.get("training"):
+    if report.get("probe"):
         lines += [
-            "## Training",
+            "## User-swap probe",
             "",
-            "| method | epoch | train loss | validation score | train s | selected |",
-            "|---|---:|---:|---:|---:|---|",
+            "NLL of the real review with other users' adapter features minus with the user's "
+            "own (nats per target token; same prompt text). Above 0 with an interval excluding "
+            "0: the soft tokens carry the user. Own rank among 1 + K donors (1 = best).",
+            "",
+            markdown_table(
+                ["method", "split", "n", "delta", "95% CI", "own best", "own rank", "chance rank"],
+                [
+                    [
+                        p["method"],
+                        p["split"],
+                        p["n"],
+                        f"{p['delta']:+.4f}",
+                        f"[{p['delta_ci'][0]:+.4f}, {p['delta_ci'][1]:+.4f}]",
+                        f"{p['own_best_share']:.0%}",
+                        f"{p['own_rank_mean']:.2f}",
+                        f"{p['chance_rank']:.1f}",
+                    ]
+                    for p in report["probe"]
+                    if p.get("n")
+                ],
+            ),
         ]
+    if report.get("training"):
+        rows = []
         for method, st in report["training"].items():
             for e in st["epochs"]:
-                sel = "yes" if e["epoch"] == st.get("best_epoch") else ""
                 loss, val, sec = (
                     e.get(k, float("nan")) for k in ("train_loss", "val_score", "train_seconds")
                 )
-                lines.append(
-                    f"| {method} | {e['epoch']} | {loss:.4f} | {val:.4f} | {sec:.0f} | {sel} |"
-                )
-        lines.append("")
+                sel = "yes" if e["epoch"] == st.get("best_epoch") else ""
+                rows.append([method, e["epoch"], f"{loss:.4f}", f"{val:.4f}", f"{sec:.0f}", sel])
+        lines += [
+            "## Training",
+            "",
+            markdown_table(
+                ["method", "epoch", "train loss", "validation score", "train s", "selected"], rows
+            ),
+        ]
     return "\n".join(lines)
 
 
@@ -254,6 +311,10 @@ def write_report(
         for d in sorted((run_dir / "train").glob("*/state.json"))
         if read_json(d).get("epochs")
     }
+    report["probe"] = sorted(
+        (read_json(d) for d in (run_dir / "probe").glob("*/summary.json")),
+        key=lambda p: (_order(p["method"]), p["split"]),
+    )
     write_json(out / "report.json", report)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(to_markdown(report))

@@ -3,13 +3,16 @@
 - ``POST /v1/chat/completions``: OpenAI-compatible chat completions (no streaming, n = 1),
   so the OpenAI backend, vLLM clients or the ``openai`` package can use the local model.
 - ``POST /v1/reviews``: the personalized review for a user (known to the prepared
-  benchmark, or given inline as a history) and a new item, by a chosen method.
+  benchmark, or given inline as a history) and a new item, by any registered method.
 - ``GET /health``, ``GET /v1/models``.
 
-One worker thread owns the model. Concurrent chat requests with the same generation
-settings are batched together (up to ``max_batch``, waiting at most ``max_wait`` seconds
-for company), which is what makes a loaded server fast on a CPU. Bad input is answered with
-4xx and a message naming the field; nothing a client sends can stop the server.
+Everything heavy is built once at start-up (:class:`Service`): the data stages, the
+backends, every method, and for each soft-prompt method with an adapter trained under the
+current settings, its adapter and injector. One worker thread owns the model and does all
+tokenization and generation; requests reach it as typed jobs. Concurrent chat requests
+(and one-call reviews) with the same generation settings are batched together (up to
+``max_batch``, waiting at most ``max_wait`` seconds for company). Prompts and soft tokens
+come from the same functions as ``peerdiff run``. Bad input gets a 4xx naming the field.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from peerdiff import methods, stages
+from peerdiff.backends import Backends
 from peerdiff.backends.base import GenParams, Message
-from peerdiff.config import PIPELINE_METHODS, SOFT_METHODS
-from peerdiff.data.benchmark import UnknownUserError
+from peerdiff.config import RunConfig
 from peerdiff.data.schema import Item, Review, Sample
+from peerdiff.errors import DependencyError, MissingStageError, UnknownUserError
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +44,41 @@ try:
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field, model_validator
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("`peerdiff serve` needs `pip install peerdiff[serve]`") from e
+    raise DependencyError("`peerdiff serve` needs `pip install peerdiff[serve]`") from e
 
 
 # ----------------------------------------------------------------------------- worker
 
 
+@dataclass
+class ChatResult:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class ChatJob:
+    """Generate one reply to ``conversation`` (batched with jobs of equal ``params``)."""
+
+    conversation: list[Message]
+    params: GenParams
+    future: Future
+
+
+@dataclass
+class CallJob:
+    """Run ``fn()`` on the worker thread (prompt building, soft-prompt generation)."""
+
+    fn: Callable[[], Any]
+    future: Future
+
+
 class GenerationWorker:
-    """Serialises model work on one thread and batches chat requests.
+    """Serialises model work on one thread and batches chat jobs.
 
     Args:
-        backend: the local :class:`peerdiff.backends.hf.HFBackend`.
+        backend: the generation backend (owns a tokenizer when it has ``encode``).
         max_batch: most conversations generated together.
         max_wait: seconds a request waits for others to share its batch.
     """
@@ -63,19 +93,15 @@ class GenerationWorker:
         self._thread.start()
 
     def submit_chat(self, conversation: list[Message], params: GenParams) -> Future:
+        """A future of the :class:`ChatResult`."""
         f: Future = Future()
-        self.queue.put(("chat", conversation, params, f))
+        self.queue.put(ChatJob(conversation, params, f))
         return f
 
-    def submit_call(self, fn) -> Future:
-        """Run ``fn()`` on the worker thread (soft-prompt generation and other model work)."""
+    def submit_call(self, fn: Callable[[], Any]) -> Future:
         f: Future = Future()
-        self.queue.put(("call", fn, None, f))
+        self.queue.put(CallJob(fn, f))
         return f
-
-    def chat(self, conversations: list[list[Message]], params: GenParams) -> list[str]:
-        futures = [self.submit_chat(c, params) for c in conversations]
-        return [f.result() for f in futures]
 
     def _loop(self) -> None:
         while True:
@@ -98,49 +124,46 @@ class GenerationWorker:
             if stop:
                 return
 
-    def _run_jobs(self, jobs: list) -> None:
+    def _run_jobs(self, jobs: list[ChatJob | CallJob]) -> None:
         """Calls one by one; chats grouped by their settings, ``max_batch`` at a time (a
         request with other settings waits for its own batch instead of splitting this one)."""
-        groups: dict[GenParams, list] = {}
+        groups: dict[GenParams, list[ChatJob]] = {}
         for j in jobs:
-            if j[0] == "call":
-                self._run_call(j)
+            if isinstance(j, CallJob):
+                try:
+                    j.future.set_result(j.fn())
+                except Exception as e:
+                    j.future.set_exception(e)
             else:
-                groups.setdefault(j[2], []).append(j)
+                groups.setdefault(j.params, []).append(j)
         for group in groups.values():
             for i in range(0, len(group), self.max_batch):
                 self._run_chat(group[i : i + self.max_batch])
 
-    def _run_chat(self, batch: list) -> None:
+    def _run_chat(self, batch: list[ChatJob]) -> None:
         self.batches.append(len(batch))
+        be, params = self.backend, batch[0].params
         try:
-            outs = self.backend.chat([b[1] for b in batch], batch[0][2], desc="serve")
-            for b, o in zip(batch, outs):
-                b[3].set_result(o)
+            if hasattr(be, "encode"):  # tokenize here, on the worker thread only
+                ids = [be.encode(j.conversation) for j in batch]
+                outs = be.generate_ids(ids, params, desc="serve")
+                results = [
+                    ChatResult(
+                        o, len(p), len(be.tokenizer(o, add_special_tokens=False)["input_ids"])
+                    )
+                    for o, p in zip(outs, ids)
+                ]
+            else:
+                results = [ChatResult(o) for o in be.chat([j.conversation for j in batch], params)]
+            for j, r in zip(batch, results):
+                j.future.set_result(r)
         except Exception as e:  # hand the error to every waiting request
-            for b in batch:
-                b[3].set_exception(e)
-
-    def _run_call(self, job) -> None:
-        try:
-            job[3].set_result(job[1]())
-        except Exception as e:
-            job[3].set_exception(e)
+            for j in batch:
+                j.future.set_exception(e)
 
     def close(self) -> None:
         self.queue.put(None)
         self._thread.join(timeout=5)
-
-
-class WorkerBackend:
-    """A :class:`ChatBackend` whose calls go through the worker (batched with other requests)."""
-
-    def __init__(self, worker: GenerationWorker, name: str) -> None:
-        self.worker = worker
-        self.name = name
-
-    def chat(self, conversations, params: GenParams, desc: str = "") -> list[str]:
-        return self.worker.chat(list(conversations), params)
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -180,46 +203,193 @@ class ItemIn(BaseModel):
     description: str = Field(default="", max_length=5_000)
 
 
-REVIEW_METHODS = ("nonperso", "rag", *PIPELINE_METHODS, *SOFT_METHODS)
-# methods that compare the user with other users of the benchmark: need a known user
-PEER_METHODS = ("dpl", "drp", *SOFT_METHODS)
-
-
 class ReviewRequest(BaseModel):
     user_id: str | None = Field(default=None, min_length=1, max_length=200)
     history: list[HistoryReview] | None = Field(default=None, min_length=1, max_length=200)
     item: ItemIn
     rating: float = Field(ge=0, le=5)
     review_title: str = Field(default="", max_length=500)
-    method: Literal[REVIEW_METHODS] = "rag"  # type: ignore[valid-type]
+    method: str = Field(default="rag", max_length=50)
     max_new_tokens: int = Field(default=128, ge=1, le=512)
 
     @model_validator(mode="after")
     def one_user(self) -> ReviewRequest:
         if (self.user_id is None) == (self.history is None):
             raise ValueError("give exactly one of user_id (a known user) or history (inline)")
+        if self.method not in methods.names():
+            raise ValueError(f"method {self.method!r} is not one of {list(methods.names())}")
         return self
+
+
+# ----------------------------------------------------------------------------- service
+
+
+@dataclass
+class SoftEntry:
+    """A soft-prompt method ready to serve: the method, its injector and adapter."""
+
+    method: Any
+    injector: Any
+    adapter: Any
+
+
+class Service:
+    """Everything a request needs, built once.
+
+    Args:
+        cfg: the run's configuration (its run directory holds data stages and adapters).
+        backends: the run's backends (tests pass a tiny local model).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        backends: Backends | None = None,
+        max_batch: int = 16,
+        max_wait: float = 0.02,
+    ) -> None:
+        from peerdiff.model.adapters import load_adapter
+
+        self.cfg = cfg
+        self.backends = backends or Backends(cfg)
+        self.data = stages.data(cfg, list(methods.names()))
+        self.bench = self.data.bench
+        self.params = stages.gen_params(cfg)
+        self.engine = self.backends.engine
+        self.worker = GenerationWorker(self.engine, max_batch, max_wait)
+        self.methods = {n: methods.build(n, cfg) for n in methods.names()}
+        self.soft: dict[str, SoftEntry] = {}
+        self.unavailable: dict[str, str] = {}
+        for n in methods.names():
+            if not methods.get(n).soft:
+                continue
+            try:
+                st = stages.trained(cfg, n, self.data)
+            except MissingStageError as e:
+                self.unavailable[n] = str(e)
+                continue
+            m = self.methods[n]
+            inj = stages.common.injector(m, self.backends)
+            ad = load_adapter(st.path("best"), self.backends.local.device).eval()
+            self.soft[n] = SoftEntry(m, inj, ad)
+
+    def context(self, name: str, bench) -> Any:
+        """The method's context over ``bench`` (call on the worker: it counts tokens)."""
+        spec = methods.get(name)
+        ctx = self.data.context(self.cfg, spec.needs, stages.common.token_counter(self.engine))
+        return replace(ctx, bench=bench)
+
+    def request_sample(self, req: ReviewRequest) -> tuple[Any, Sample]:
+        """(the benchmark extended with the request's reviews and item, the request's sample)."""
+        bench, spec = self.bench, methods.get(req.method)
+        n = len(bench)
+        key = hashlib.sha1(req.model_dump_json().encode()).hexdigest()[:12]
+        extra_reviews: list[Review] = []
+        extra_items: list[Item] = []
+        if req.user_id is not None:
+            if "known_user" in spec.needs:
+                latest = bench.latest_sample(req.user_id)  # 404 for unknown users
+                profile, sid = latest.profile, latest.sample_id
+            else:
+                profile, sid = bench.history(req.user_id), f"request:{key}"
+            user = req.user_id
+        else:
+            if "known_user" in spec.needs:
+                raise HTTPException(
+                    400,
+                    f"method {req.method!r} compares the user with other users of the "
+                    "prepared benchmark and needs a known user_id; with an inline history use "
+                    + ", ".join(
+                        n for n in methods.names() if "known_user" not in methods.get(n).needs
+                    ),
+                )
+            user = f"inline:{key}"
+            for j, h in enumerate(req.history):
+                iid = f"inline-item:{key}:{j}"
+                extra_items.append(Item(iid, h.item_title, h.item_description))
+                ts = h.timestamp if h.timestamp is not None else j
+                extra_reviews.append(Review(n + j, user, iid, h.rating, h.title, h.text, ts))
+            order = sorted(range(len(extra_reviews)), key=lambda j: extra_reviews[j].timestamp)
+            profile, sid = tuple(n + j for j in order), f"request:{key}"
+        last_ts = max(
+            [int(bench.timestamps[r]) for r in profile if r < n]
+            + [r.timestamp for r in extra_reviews]
+            + [0]
+        )
+        target_item = Item(f"request-item:{key}", req.item.title, req.item.description)
+        target = Review(
+            n + len(extra_reviews),
+            user,
+            target_item.item_id,
+            req.rating,
+            req.review_title,
+            "",
+            last_ts + 1,
+        )
+        ext = bench.extended([*extra_reviews, target], [*extra_items, target_item])
+        return ext, Sample(sid, "request", user, target.review_id, tuple(profile))
+
+    def review(self, req: ReviewRequest) -> Future:
+        """A future of the request's :class:`ChatResult` (the work runs on the worker)."""
+        spec = methods.get(req.method)
+        if spec.soft and req.method not in self.soft:
+            raise HTTPException(
+                409, self.unavailable.get(req.method, f"{req.method!r} unavailable")
+            )
+        ext, sample = self.request_sample(req)
+        params = replace(self.params, max_new_tokens=req.max_new_tokens)
+        if spec.soft:
+            return self.worker.submit_call(lambda: self._soft(req.method, ext, sample, params))
+        done: Future = Future()
+
+        def build() -> None:  # on the worker: prompts (token counts, intermediate calls)
+            try:
+                P = self.methods[req.method].prompts(
+                    [sample], self.context(req.method, ext), self._direct_call(params)
+                )
+                self.worker.queue.put(ChatJob(P.conversations[0], params, done))
+            except Exception as e:
+                done.set_exception(e)
+
+        self.worker.submit_call(build)
+        return done
+
+    def _direct_call(self, params: GenParams):
+        """Intermediate calls of multi-call methods, made from the worker thread."""
+
+        def call(step, role, ids, convs, max_new_tokens):
+            be = self.backends.role(role)
+            return be.chat(list(convs), replace(params, max_new_tokens=max_new_tokens), desc=step)
+
+        return call
+
+    def _soft(self, name: str, ext, sample: Sample, params: GenParams) -> ChatResult:
+        from peerdiff.generate import soft_generate_fn
+
+        e = self.soft[name]
+        P = e.method.prompts([sample], self.context(name, ext))
+        ids = [self.engine.encode(P.conversations[0])]
+        gen = soft_generate_fn(self.engine, e.injector, e.adapter, ids, P.features, params, "serve")
+        return ChatResult(gen([0])[0], len(ids[0]))
 
 
 # ----------------------------------------------------------------------------- app
 
 
-def create_app(session, max_batch: int = 16, max_wait: float = 0.02) -> FastAPI:
-    """The FastAPI app over a :class:`peerdiff.pipeline.Session` (its local model and data)."""
-    backend = session.backend
-    bench = session.bench
-    worker = GenerationWorker(backend, max_batch, max_wait)
-    local = WorkerBackend(worker, backend.name)
-    model_name = session.cfg.llm.model
+def create_app(service: Service) -> FastAPI:
+    """The FastAPI app over a :class:`Service`."""
+    from peerdiff.methods.prompts import strip_prefix
+
+    worker, model_name = service.worker, service.cfg.llm.model
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
         worker.close()
 
-    app = FastAPI(title="peerdiff", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="peerdiff", version="0.2.0", lifespan=lifespan)
     app.state.worker = worker
-    tok = backend.tokenizer
+    app.state.service = service
 
     @app.exception_handler(UnknownUserError)
     async def _unknown(_: Request, e: UnknownUserError) -> JSONResponse:
@@ -234,7 +404,7 @@ def create_app(session, max_batch: int = 16, max_wait: float = 0.02) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_name, "users": len(bench.users)}
+        return {"status": "ok", "model": model_name, "users": len(service.bench.users)}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -256,9 +426,7 @@ def create_app(session, max_batch: int = 16, max_wait: float = 0.02) -> FastAPI:
             seed=req.seed or 0,
         )
         conv = [m.model_dump() for m in req.messages]
-        text = await asyncio.wrap_future(worker.submit_chat(conv, params))
-        n_prompt = len(backend.encode(conv))
-        n_out = len(tok(text, add_special_tokens=False)["input_ids"])
+        r: ChatResult = await asyncio.wrap_future(worker.submit_chat(conv, params))
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -267,130 +435,25 @@ def create_app(session, max_batch: int = 16, max_wait: float = 0.02) -> FastAPI:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "length" if n_out >= params.max_new_tokens else "stop",
+                    "message": {"role": "assistant", "content": r.text},
+                    "finish_reason": "length"
+                    if r.completion_tokens >= params.max_new_tokens
+                    else "stop",
                 }
             ],
             "usage": {
-                "prompt_tokens": n_prompt,
-                "completion_tokens": n_out,
-                "total_tokens": n_prompt + n_out,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "total_tokens": r.prompt_tokens + r.completion_tokens,
             },
         }
-
-    def _request_sample(req: ReviewRequest):
-        """(extended benchmark, sample) for the request's user and new item."""
-        n = len(bench)
-        key = hashlib.sha1(req.model_dump_json().encode()).hexdigest()[:12]
-        extra_reviews: list[Review] = []
-        extra_items: list[Item] = []
-        if req.user_id is not None:
-            if req.method in PEER_METHODS:
-                latest = bench.latest_sample(req.user_id)  # 404 for unknown users
-                profile, sid = latest.profile, latest.sample_id
-            else:
-                profile, sid = bench.history(req.user_id), f"request:{key}"
-            user = req.user_id
-        else:
-            if req.method in PEER_METHODS:
-                raise HTTPException(
-                    400,
-                    f"method {req.method!r} compares the user with other users of the "
-                    "prepared benchmark and needs a known user_id; with an inline history use "
-                    "nonperso, rag or pag",
-                )
-            user = f"inline:{key}"
-            for j, h in enumerate(req.history):
-                iid = f"inline-item:{key}:{j}"
-                extra_items.append(Item(iid, h.item_title, h.item_description))
-                extra_reviews.append(
-                    Review(
-                        n + j,
-                        user,
-                        iid,
-                        h.rating,
-                        h.title,
-                        h.text,
-                        h.timestamp if h.timestamp is not None else j,
-                    )
-                )
-            order = sorted(range(len(extra_reviews)), key=lambda j: extra_reviews[j].timestamp)
-            profile, sid = tuple(n + j for j in order), f"request:{key}"
-        last_ts = max(
-            [int(bench.timestamps[r]) for r in profile if r < n]
-            + [r.timestamp for r in extra_reviews]
-            + [0]
-        )
-        target_item = Item(f"request-item:{key}", req.item.title, req.item.description)
-        target = Review(
-            n + len(extra_reviews),
-            user,
-            target_item.item_id,
-            req.rating,
-            req.review_title,
-            "",
-            last_ts + 1,
-        )
-        ext = bench.extended([*extra_reviews, target], [*extra_items, target_item])
-        return ext, Sample(sid, "request", user, target.review_id, tuple(profile))
-
-    def _generate_review(req: ReviewRequest) -> str:
-        from peerdiff.methods import Context, get_method
-        from peerdiff.methods.prompts import strip_prefix
-
-        ext, sample = _request_sample(req)
-        params = replace(session.gen_params(), max_new_tokens=req.max_new_tokens)
-        if req.method in SOFT_METHODS:
-            return strip_prefix(_soft(req.method, ext, sample, params))
-        count = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])  # noqa: E731
-        ctx = Context(ext, session.cfg.prompt, count)
-        m = get_method(req.method, session.cfg)
-        if req.method in PIPELINE_METHODS:
-            if req.method != "pag":
-                ctx.vectors = session.vectors()
-
-            def call(step, role, ids, convs, max_new_tokens):
-                return local.chat(list(convs), replace(params, max_new_tokens=max_new_tokens))
-
-            conv = m.conversations([sample], ctx, call)[0]
-        else:
-            conv = m.conversation(sample, ctx)
-        return strip_prefix(local.chat([conv], params)[0])
-
-    def _soft(method: str, ext, sample: Sample, params: GenParams) -> str:
-        from peerdiff.model.adapters import load_adapter
-        from peerdiff.train import to_tensors
-
-        best = session.run_dir / "train" / method / "best"
-        if not (best / "adapter.safetensors").exists():
-            raise HTTPException(
-                409,
-                f"method {method!r} has no trained adapters in {session.run_dir}; "
-                f"run `peerdiff train --method {method}` first",
-            )
-        ctx = replace(session.soft_context(), bench=ext)
-        sm, injector = session._soft_parts(method)
-        adapter = load_adapter(best, backend.device).eval()
-        prompt = backend.encode(sm.conversation(sample, ctx))
-        feats = sm.features([sample], ctx)
-
-        def run() -> str:
-            import torch
-
-            def soft(_):
-                with torch.no_grad():
-                    return adapter(to_tensors(feats, [0], backend.device))[0]
-
-            return backend.generate_soft([prompt], soft, injector, params, desc="serve")[0]
-
-        return worker.submit_call(run).result()
 
     @app.post("/v1/reviews")
     async def review(req: ReviewRequest) -> dict[str, Any]:
         t0 = time.time()
-        text = await asyncio.to_thread(_generate_review, req)
+        r: ChatResult = await asyncio.wrap_future(service.review(req))
         return {
-            "review": text,
+            "review": strip_prefix(r.text),
             "method": req.method,
             "user_id": req.user_id,
             "seconds": round(time.time() - t0, 3),
@@ -399,8 +462,9 @@ def create_app(session, max_batch: int = 16, max_wait: float = 0.02) -> FastAPI:
     return app
 
 
-def serve(session, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16) -> None:
-    """Run the service until interrupted."""
+def serve(cfg: RunConfig, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16) -> None:
+    """Build the service, then run it until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(session, max_batch), host=host, port=port, log_level="warning")
+    app = create_app(Service(cfg, max_batch=max_batch))
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,15 +1,16 @@
 """Adapter training: the LLM (embeddings and head included) stays frozen; only adapters train.
 
 ``loss = LM loss on the target review + recon_weight * (smoothL1 recon + kl_weight * KL)``
-(the SAE terms exist for DEP adapters with an SAE). AdamW with linear warmup and decay,
-gradient accumulation, gradient clipping, a seed. The LM head is applied only at target
-positions (the prompt's logits are never needed), which saves about a fifth of the compute
-of a SmolLM2 forward pass.
+(the SAE terms exist for DEP adapters with an SAE). AdamW (weight decay on weight matrices
+only) with linear warmup and decay, gradient accumulation, gradient clipping, a seed. The
+prompt part before the first soft token runs without gradients and the LM head is applied
+only at target positions (:mod:`peerdiff.model.lm`).
 
-Each epoch writes a checkpoint (adapter + optimizer/scheduler/RNG state) under
-``epoch-<n>/``, scores the validation samples (METEOR of greedy generations), and appends
-to ``epochs.json``; the best epoch is copied to ``best/``. A re-run with the same settings
-resumes after the last finished epoch; per-step losses go to ``log.jsonl``.
+:meth:`Trainer.fit` is four steps: :meth:`~Trainer.restore` (resume after the last finished
+epoch; log lines of a killed epoch are dropped), :meth:`~Trainer.train_epoch`,
+:meth:`~Trainer.checkpoint` (adapter + optimizer/scheduler/RNG state under ``epoch-<n>/``,
+the validation score, ``state.json``) and :meth:`~Trainer.select` (the best epoch copied to
+``best/``). Per-step losses go to ``log.jsonl``.
 """
 
 from __future__ import annotations
@@ -19,101 +20,22 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from peerdiff.config import TrainConfig
-from peerdiff.model.adapters import Adapter, load_adapter, save_adapter
+from peerdiff.model.adapters import Adapter, decay_groups, load_adapter, save_adapter, to_tensors
 from peerdiff.model.inject import Injector
+from peerdiff.model.lm import Example, collate, grad_free_prefix, lm_loss
 from peerdiff.stage import read_json, write_json
 
-
-@dataclass
-class Example:
-    """One training sequence: prompt ids (with placeholders) and target ids (with EOS)."""
-
-    prompt_ids: list[int]
-    target_ids: list[int]
-
-
-def collate(
-    examples: Sequence[Example], pad_id: int, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids``, ``attention_mask``, ``position_ids`` and ``labels``."""
-    seqs = [e.prompt_ids + e.target_ids for e in examples]
-    width = max(len(s) for s in seqs)
-    B = len(seqs)
-    ids = torch.full((B, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, width), dtype=torch.long)
-    labels = torch.full((B, width), -100, dtype=torch.long)
-    for i, (e, s) in enumerate(zip(examples, seqs)):
-        ids[i, width - len(s) :] = torch.tensor(s)
-        mask[i, width - len(s) :] = 1
-        labels[i, width - len(e.target_ids) :] = torch.tensor(e.target_ids)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": mask.to(device),
-        "position_ids": pos.to(device),
-        "labels": labels.to(device),
-    }
-
-
-def to_tensors(
-    features: dict[str, np.ndarray], idx: Sequence[int], device
-) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in features.items():
-        t = torch.from_numpy(np.ascontiguousarray(v[list(idx)]))
-        out[k] = t.to(device) if t.dtype == torch.bool else t.float().to(device)
-    return out
-
-
-def lm_loss(
-    llm, embeds: torch.Tensor, batch: dict[str, torch.Tensor], split: int = 0
-) -> torch.Tensor:
-    """Mean next-token cross-entropy over target tokens, LM head only where labels exist.
-
-    Args:
-        split: columns ``[0, split)`` hold no soft token and no target: they run without
-            gradients and reach the rest of the sequence as a KV cache (same loss and
-            gradients, less backward work). ``0`` runs everything with gradients.
-    """
-    decoder = llm.get_decoder() if hasattr(llm, "get_decoder") else llm.model
-    mask, pos = batch["attention_mask"], batch["position_ids"]
-    past = None
-    if split > 0:
-        with torch.no_grad():
-            past = decoder(
-                inputs_embeds=embeds[:, :split],
-                attention_mask=mask[:, :split],
-                position_ids=pos[:, :split],
-                use_cache=True,
-            ).past_key_values
-    h = decoder(
-        inputs_embeds=embeds[:, split:],
-        attention_mask=mask,
-        position_ids=pos[:, split:],
-        past_key_values=past,
-        use_cache=past is not None,
-    ).last_hidden_state
-    labels = batch["labels"][:, split + 1 :]
-    sel = labels != -100
-    logits = llm.get_output_embeddings()(h[:, :-1][sel])
-    return F.cross_entropy(logits.float(), labels[sel])
-
-
-def grad_free_prefix(input_ids: torch.Tensor, is_placeholder: torch.Tensor) -> int:
-    """Columns before the first placeholder in any row (no gradient can flow there)."""
-    hit = is_placeholder[input_ids].any(0)
-    return int(hit.float().argmax()) if hit.any() else 0
+__all__ = ["Example", "Trainer", "accelerator"]
 
 
 def accelerator():
@@ -133,6 +55,24 @@ def accelerator():
     return Accelerator(cpu=not torch.cuda.is_available())
 
 
+@dataclass
+class _Run:
+    """What one ``fit`` call carries between its steps."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    model: Any  # the adapter, DDP-wrapped when distributed
+    acc: Any
+    rank: int = 0
+    world: int = 1
+    per_epoch: int = 1
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
 class Trainer:
     """Trains one adapter on top of a frozen LLM.
 
@@ -140,9 +80,12 @@ class Trainer:
         llm: the frozen causal LM.
         adapter: the trainable module (``adapter_params()``).
         injector: places soft tokens at placeholder positions.
+        pad_id: the tokenizer's padding id.
         cfg: optimisation settings.
+        lr: this method's learning rate.
         out_dir: checkpoints, logs, ``best/``.
         key: identity of data + settings; a directory made under another key starts over.
+        recon_weight, kl_weight: weights of the SAE's loss terms.
         prefix_cache: run the prompt part before the first soft token without gradients.
     """
 
@@ -151,29 +94,39 @@ class Trainer:
         llm,
         adapter: Adapter,
         injector: Injector,
+        *,
         pad_id: int,
         cfg: TrainConfig,
+        lr: float,
         out_dir: str | Path,
         key: str,
         seed: int = 0,
+        recon_weight: float = 100.0,
+        kl_weight: float = 1e-3,
         prefix_cache: bool = True,
     ) -> None:
-        self.prefix_cache = prefix_cache
         self.llm = llm
         self.adapter = adapter
         self.injector = injector
         self.pad_id = pad_id
         self.cfg = cfg
+        self.lr = lr
         self.dir = Path(out_dir)
         self.key = key
         self.seed = seed
+        self.recon_weight = recon_weight
+        self.kl_weight = kl_weight
+        self.prefix_cache = prefix_cache
         self.device = next(llm.parameters()).device
         for p in llm.parameters():
             p.requires_grad_(False)
         llm.eval()
 
-    def loss(self, batch: dict[str, torch.Tensor], feats: dict[str, torch.Tensor]):
-        soft, aux = self.adapter(feats)
+    # ------------------------------------------------------------------ one batch
+    def loss(
+        self, batch: dict[str, torch.Tensor], feats: dict[str, torch.Tensor], model=None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        soft, aux = (model or self.adapter)(feats)
         embeds = self.injector(batch["input_ids"], soft)
         split = (
             grad_free_prefix(batch["input_ids"], self.injector.table >= 0)
@@ -184,21 +137,12 @@ class Trainer:
         total = lm
         parts = {"lm": float(lm.detach())}
         if "recon" in aux:
-            total = total + self.cfg.recon_weight * (aux["recon"] + self.cfg.kl_weight * aux["kl"])
+            total = total + self.recon_weight * (aux["recon"] + self.kl_weight * aux["kl"])
             parts["recon"] = float(aux["recon"].detach())
             parts["kl"] = float(aux["kl"].detach())
         return total, parts
 
-    def _state(self) -> dict[str, Any]:
-        f = self.dir / "state.json"
-        st = read_json(f) if f.exists() else {}
-        if st.get("key") != self.key:
-            for old in self.dir.glob("epoch-*"):
-                shutil.rmtree(old)
-            (self.dir / "log.jsonl").unlink(missing_ok=True)
-            st = {"key": self.key, "epochs": []}
-        return st
-
+    # ------------------------------------------------------------------ fit
     def fit(
         self,
         examples: Sequence[Example],
@@ -214,16 +158,23 @@ class Trainer:
         Returns:
             The state: per-epoch records and the best epoch.
         """
+        run = self.restore(len(examples))
+        for epoch in range(len(run.state["epochs"]) + 1, self.cfg.epochs + 1):
+            t0 = time.time()
+            losses, n_tokens = self.train_epoch(run, epoch, examples, features)
+            self.checkpoint(run, epoch, losses, n_tokens, time.time() - t0, validate)
+        return self.select(run)
+
+    def restore(self, n_examples: int) -> _Run:
+        """Optimizer, schedule and state; after a finished epoch, its checkpoint is loaded and
+        the log is cut to the finished epochs (a killed epoch's lines are dropped)."""
         cfg = self.cfg
         acc = accelerator()
         rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
-        main = rank == 0
         self.dir.mkdir(parents=True, exist_ok=True)
         state = self._state()
-        core = self.adapter  # the unwrapped module: saving, loading, validation
-        params = core.adapter_params()
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        per_epoch = math.ceil(len(examples) / (cfg.batch_size * cfg.grad_accum * world))
+        opt = torch.optim.AdamW(decay_groups(self.adapter, cfg.weight_decay), lr=self.lr)
+        per_epoch = math.ceil(n_examples / (cfg.batch_size * cfg.grad_accum * world))
         total = max(1, per_epoch * cfg.epochs)
         warm = max(1, int(cfg.warmup_ratio * total)) if cfg.warmup_ratio > 0 else 0
 
@@ -236,51 +187,60 @@ class Trainer:
         done = len(state["epochs"])
         if done:
             last = self.dir / f"epoch-{done}"
-            core.load_state_dict(load_adapter(last, self.device).state_dict())
+            self.adapter.load_state_dict(load_adapter(last, self.device).state_dict())
             ts = torch.load(last / "trainer_state.pt", weights_only=False)
             opt.load_state_dict(ts["optimizer"])
             sched.load_state_dict(ts["scheduler"])
             torch.set_rng_state(ts["torch_rng"])
-        model = core
+        if rank == 0:
+            self._truncate_log(done)
+        model = self.adapter
         if acc:  # DDP: gradients averaged over processes
-            model, opt = acc.prepare(core, opt)
-        self.adapter = model
-        step = done * per_epoch
-        log = open(self.dir / "log.jsonl", "ab") if main else None
-        for epoch in range(done + 1, cfg.epochs + 1):
-            t0 = time.time()
-            rng = random.Random(self.seed * 1000 + epoch)
-            order = list(range(len(examples)))
-            rng.shuffle(order)
-            batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-            if world > 1:  # every process takes the same number of batches
-                need = math.ceil(len(batches) / world) * world
-                batches = (batches + batches[: need - len(batches)])[rank::world]
-            model.train()
-            bar = tqdm(
-                total=len(batches),
-                desc=f"train epoch {epoch}/{cfg.epochs}",
-                unit="batch",
-                disable=not main,
-            )
-            losses = []
-            opt.zero_grad(set_to_none=True)
-            n_tokens = 0
+            model, opt = acc.prepare(self.adapter, opt)
+        return _Run(opt, sched, model, acc, rank, world, per_epoch, state)
+
+    def train_epoch(
+        self, run: _Run, epoch: int, examples: Sequence[Example], features: dict[str, np.ndarray]
+    ) -> tuple[list[float], int]:
+        """One pass over ``examples`` in a seeded order. Returns (losses per batch, tokens)."""
+        cfg = self.cfg
+        t0 = time.time()
+        rng = random.Random(self.seed * 1000 + epoch)
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        if run.world > 1:  # every process takes the same number of batches
+            need = math.ceil(len(batches) / run.world) * run.world
+            batches = (batches + batches[: need - len(batches)])[run.rank :: run.world]
+        params = self.adapter.adapter_params()
+        run.model.train()
+        bar = tqdm(
+            total=len(batches),
+            desc=f"train epoch {epoch}/{cfg.epochs}",
+            unit="batch",
+            disable=not run.main,
+        )
+        losses: list[float] = []
+        n_tokens = 0
+        step = (epoch - 1) * run.per_epoch
+        run.opt.zero_grad(set_to_none=True)
+        log = open(self.dir / "log.jsonl", "ab") if run.main else None
+        try:
             for b, idx in enumerate(batches):
                 batch = collate([examples[i] for i in idx], self.pad_id, self.device)
                 feats = to_tensors(features, idx, self.device)
-                loss, parts = self.loss(batch, feats)
-                if acc:
-                    acc.backward(loss / cfg.grad_accum)
+                loss, parts = self.loss(batch, feats, run.model)
+                if run.acc:
+                    run.acc.backward(loss / cfg.grad_accum)
                 else:
                     (loss / cfg.grad_accum).backward()
                 losses.append(float(loss.detach()))
                 n_tokens += int(batch["attention_mask"].sum())
                 if (b + 1) % cfg.grad_accum == 0 or b + 1 == len(batches):
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
+                    run.opt.step()
+                    run.sched.step()
+                    run.opt.zero_grad(set_to_none=True)
                     step += 1
                 if log is not None:
                     rec = {
@@ -289,7 +249,7 @@ class Trainer:
                         "step": step,
                         "loss": losses[-1],
                         **parts,
-                        "lr": sched.get_last_lr()[0],
+                        "lr": run.sched.get_last_lr()[0],
                         "tokens": n_tokens,
                         "seconds": round(time.time() - t0, 3),
                     }
@@ -297,41 +257,59 @@ class Trainer:
                     log.flush()
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 bar.update()
+        finally:
             bar.close()
-            model.eval()
-            train_seconds = time.time() - t0
-            if acc:
-                n_tokens = int(acc.reduce(torch.tensor(n_tokens, device=acc.device), "sum"))
-            if main:
-                ep_dir = self.dir / f"epoch-{epoch}"
-                save_adapter(core, ep_dir)
-                torch.save(
-                    {
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                    ep_dir / "trainer_state.pt",
-                )
-                score = float(validate(core)) if validate is not None else -float(np.mean(losses))
-                state["epochs"].append(
-                    {
-                        "epoch": epoch,
-                        "train_loss": float(np.mean(losses)),
-                        "val_score": score,
-                        "train_seconds": round(train_seconds, 1),
-                        "val_seconds": round(time.time() - t0 - train_seconds, 1),
-                        "tokens": n_tokens,
-                        "processes": world,
-                    }
-                )
-                write_json(self.dir / "state.json", state)
-            if acc:
-                acc.wait_for_everyone()
-        if log is not None:
-            log.close()
-        self.adapter = core
-        if main:
+            if log is not None:
+                log.close()
+        run.model.eval()
+        if run.acc:
+            n_tokens = int(run.acc.reduce(torch.tensor(n_tokens, device=run.acc.device), "sum"))
+        return losses, n_tokens
+
+    def checkpoint(
+        self,
+        run: _Run,
+        epoch: int,
+        losses: list[float],
+        n_tokens: int,
+        train_seconds: float,
+        validate: Callable[[Adapter], float] | None,
+    ) -> None:
+        """Save the epoch (main process), score it, record it in ``state.json``."""
+        if run.main:
+            t0 = time.time()
+            ep_dir = self.dir / f"epoch-{epoch}"
+            save_adapter(self.adapter, ep_dir)
+            torch.save(
+                {
+                    "optimizer": run.opt.state_dict(),
+                    "scheduler": run.sched.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+                ep_dir / "trainer_state.pt",
+            )
+            score = (
+                float(validate(self.adapter)) if validate is not None else -float(np.mean(losses))
+            )
+            run.state["epochs"].append(
+                {
+                    "epoch": epoch,
+                    "train_loss": float(np.mean(losses)),
+                    "val_score": score,
+                    "train_seconds": round(train_seconds, 1),
+                    "val_seconds": round(time.time() - t0, 1),
+                    "tokens": n_tokens,
+                    "processes": run.world,
+                }
+            )
+            write_json(self.dir / "state.json", run.state)
+        if run.acc:
+            run.acc.wait_for_everyone()
+
+    def select(self, run: _Run) -> dict[str, Any]:
+        """Copy the best epoch to ``best/`` (main process) and return the final state."""
+        state = run.state
+        if run.main:
             best = max(state["epochs"], key=lambda e: e["val_score"])
             state["best_epoch"] = best["epoch"]
             tmp = self.dir / ".best.tmp"
@@ -341,7 +319,37 @@ class Trainer:
             shutil.rmtree(self.dir / "best", ignore_errors=True)
             tmp.rename(self.dir / "best")
             write_json(self.dir / "state.json", state)
-        if acc:
-            acc.wait_for_everyone()
+        if run.acc:
+            run.acc.wait_for_everyone()
             state = read_json(self.dir / "state.json")
         return state
+
+    # ------------------------------------------------------------------ files
+    def _state(self) -> dict[str, Any]:
+        f = self.dir / "state.json"
+        st = read_json(f) if f.exists() else {}
+        if st.get("key") != self.key:
+            for old in self.dir.glob("epoch-*"):
+                shutil.rmtree(old)
+            (self.dir / "log.jsonl").unlink(missing_ok=True)
+            st = {"key": self.key, "epochs": []}
+        return st
+
+    def _truncate_log(self, done: int) -> None:
+        """Keep only the log lines of the first ``done`` epochs (atomically)."""
+        from peerdiff.stage import atomic_path
+
+        path = self.dir / "log.jsonl"
+        if not path.exists():
+            return
+        lines = [ln for ln in path.read_bytes().split(b"\n") if ln.strip()]
+        keep = []
+        for ln in lines:
+            try:
+                if orjson.loads(ln)["epoch"] <= done:
+                    keep.append(ln)
+            except (orjson.JSONDecodeError, KeyError):
+                continue  # a torn line from a kill
+        if len(keep) != len(lines):
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(b"".join(ln + b"\n" for ln in keep))

@@ -1,0 +1,114 @@
+"""The LLM backends of a run, each created once on first use.
+
+- :attr:`Backends.local`: the in-process transformers model of the ``llm`` section (training,
+  soft-token injection and target likelihood always use it);
+- :attr:`Backends.engine`: what generates for the ``llm`` section (the local model, or vLLM
+  with ``llm.engine: vllm``);
+- :meth:`Backends.role`: the backend doing a role (``generator``, ``extractor``...) per
+  ``roles`` and ``backends``.
+
+:meth:`Backends.identity` is what stage keys record about a backend: the model and dtype,
+never the engine, device or thread count (they do not change what is computed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peerdiff.config import RunConfig
+
+
+class Backends:
+    """Args:
+    cfg: the run's configuration.
+    local: an already loaded local backend to use (tests pass a tiny model)."""
+
+    def __init__(self, cfg: RunConfig, local=None) -> None:
+        self.cfg = cfg
+        self._local = local
+        self._vllm = None
+        self._named: dict[str, Any] = {}
+
+    @property
+    def local(self):
+        """The in-process transformers model (:class:`peerdiff.backends.hf.HFBackend`)."""
+        if self._local is None:
+            from peerdiff.backends.hf import HFBackend
+
+            c = self.cfg
+            self._local = HFBackend.load(
+                c.llm.model,
+                c.cache_dir,
+                c.llm.device,
+                c.llm.dtype,
+                c.generate.batch_size,
+                c.llm.threads,
+            )
+        return self._local
+
+    @property
+    def engine(self):
+        """The generation engine of the ``llm`` section (local model or vLLM)."""
+        if self.cfg.llm.engine == "vllm":
+            if self._vllm is None:
+                from peerdiff.backends.vllm import VLLMBackend
+                from peerdiff.model.llm import resolve_llm
+
+                self._vllm = VLLMBackend(resolve_llm(self.cfg.llm.model, self.cfg.cache_dir))
+            return self._vllm
+        return self.local
+
+    def is_local(self, name: str) -> bool:
+        """True when backend ``name`` is the ``llm`` section's model."""
+        b = self.cfg.backends[name]
+        return b.type == "hf" and (b.model or self.cfg.llm.model) == self.cfg.llm.model
+
+    def named(self, name: str):
+        """The backend called ``name`` in ``cfg.backends``."""
+        if self.is_local(name):
+            return self.engine
+        if name not in self._named:
+            b = self.cfg.backends[name]
+            if b.type == "hf":
+                from peerdiff.backends.hf import HFBackend
+
+                c = self.cfg
+                self._named[name] = HFBackend.load(
+                    b.model,
+                    c.cache_dir,
+                    c.llm.device,
+                    c.llm.dtype,
+                    c.generate.batch_size,
+                    c.llm.threads,
+                )
+            else:
+                from peerdiff.backends.openai import OpenAIBackend
+
+                self._named[name] = OpenAIBackend(
+                    b.model, b.base_url, b.api_key_env, b.concurrency, b.timeout, b.max_retries
+                )
+        return self._named[name]
+
+    def role(self, role: str):
+        """The backend doing ``role`` per ``cfg.roles``."""
+        return self.named(getattr(self.cfg.roles, role))
+
+    def scoring(self, role: str = "generator"):
+        """The transformers model behind ``role`` (for target likelihood), or ``None`` when the
+        role runs on a server."""
+        name = getattr(self.cfg.roles, role)
+        if self.is_local(name):
+            return self.local
+        return self.named(name) if self.cfg.backends[name].type == "hf" else None
+
+    def identity(self, name: str) -> dict[str, Any]:
+        """What a stage key records about backend ``name``."""
+        b = self.cfg.backends[name]
+        if self.is_local(name):
+            return {"model": self.cfg.llm.model, "dtype": self.cfg.llm.dtype}
+        if b.type == "hf":
+            return {"model": b.model, "dtype": self.cfg.llm.dtype}
+        return {"openai": b.model, "base_url": b.base_url}
+
+    def role_identity(self, role: str) -> dict[str, Any]:
+        return self.identity(getattr(self.cfg.roles, role))

@@ -17,6 +17,7 @@ class GenParams:
     top_p: float = 0.95
     repetition_penalty: float = 1.0
     seed: int = 0
+    penalty_scope: str = "generated"  # "generated": own output only; "prompt": + prompt tokens
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from peerdiff.backends.base import GenParams, Message
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
+from peerdiff.model.lm import pad_batch
 
 
 class HFBackend:
@@ -104,7 +105,7 @@ class HFBackend:
         bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=len(prompts) <= 1)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
-            ids, mask = left_pad([prompts[i] for i in idx], pad)
+            ids, mask = pad_batch([prompts[i] for i in idx], pad)
             ids, mask = ids.to(self.device), mask.to(self.device)
             gen = torch.Generator(device="cpu").manual_seed(params.seed + b)
             emb = embeds(idx, ids) if embeds is not None else None
@@ -134,9 +135,11 @@ class HFBackend:
             The generated token ids of each row (EOS excluded).
 
         The repetition penalty (CTRL / transformers semantics: positive logits divided,
-        negative multiplied) covers the row's real prompt tokens and its generated tokens;
-        padding and placeholders are not tokens, so a row's output does not depend on the
-        other rows of its batch.
+        negative multiplied) covers the row's generated tokens, and with
+        ``params.penalty_scope == "prompt"`` its real prompt tokens too (transformers'
+        behaviour; it suppresses exactly the words a personal prompt offers). Padding and
+        placeholders are not tokens, so a row's output does not depend on the other rows of
+        its batch.
         """
         from transformers import DynamicCache
 
@@ -163,8 +166,9 @@ class HFBackend:
         seen = None
         if penalty:
             seen = torch.zeros(B, vocab, dtype=torch.bool, device=ids.device)
-            real = (mask == 1) & (ids < vocab)
-            seen.scatter_(1, torch.where(real, ids, 0), real)
+            if params.penalty_scope == "prompt":
+                real = (mask == 1) & (ids < vocab)
+                seen.scatter_(1, torch.where(real, ids, 0), real)
         alive = torch.arange(B, device=ids.device)
         nxt_pos = pos[:, -1] + 1
         outs: list[list[int]] = [[] for _ in range(B)]
@@ -223,14 +227,3 @@ class HFBackend:
             sp.cpu() / sp.sum(-1, keepdim=True).cpu(), 1, generator=generator
         )
         return si.gather(-1, choice.to(si.device)).squeeze(-1)
-
-
-def left_pad(seqs: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ids, attention_mask)``, each ``(batch, max_len)``, sequences aligned to the right."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[row, width - len(s) :] = 1
-    return ids, mask

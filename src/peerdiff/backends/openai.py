@@ -14,10 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tqdm import tqdm
 
 from peerdiff.backends.base import GenParams, Message
-
-
-class BackendError(RuntimeError):
-    """An LLM backend failed (unreachable server, bad answer)."""
+from peerdiff.errors import BackendError, DependencyError
 
 
 class OpenAIBackend:
@@ -41,7 +38,7 @@ class OpenAIBackend:
         try:
             import openai
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("the OpenAI backend needs `pip install peerdiff[openai]`") from e
+            raise DependencyError("the OpenAI backend needs `pip install peerdiff[openai]`") from e
         self._openai = openai
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from peerdiff.backends.base import GenParams, Message
+from peerdiff.errors import DependencyError
 
 
 def is_vllm_available() -> bool:
@@ -55,7 +56,7 @@ class VLLMBackend:
         tensor_parallel_size: int = 1,
     ) -> None:
         if not is_vllm_available():
-            raise ImportError("the vLLM engine needs `pip install peerdiff[vllm]` (and a GPU)")
+            raise DependencyError("the vLLM engine needs `pip install peerdiff[vllm]` (and a GPU)")
         from vllm import LLM
 
         self.llm = LLM(

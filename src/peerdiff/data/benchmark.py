@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from peerdiff.data.schema import Item, Review, Sample
+from peerdiff.errors import UnknownUserError
 
 
 class _Concat(Sequence):
@@ -29,11 +30,6 @@ class _Concat(Sequence):
             i += len(self)
         n = len(self.base)
         return self.base[i] if i < n else self.extra[i - n]
-
-
-class UnknownUserError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
 
 
 class Benchmark:

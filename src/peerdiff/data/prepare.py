@@ -19,7 +19,8 @@ from tqdm import tqdm
 from peerdiff.config import DataConfig, Source
 from peerdiff.data import schema
 from peerdiff.data.build import SAMPLE_SPLITS, build_benchmark
-from peerdiff.data.readers import FORMATS, DataError, read_items, read_reviews
+from peerdiff.data.readers import FORMATS, read_items, read_reviews
+from peerdiff.errors import DataError, DependencyError
 from peerdiff.stage import Stage, fingerprint, source_fingerprint, write_json
 
 OUTPUTS = ["reviews.parquet", "items.parquet", "samples.parquet", "stats.json"]
@@ -27,7 +28,7 @@ OUTPUTS = ["reviews.parquet", "items.parquet", "samples.parquet", "stats.json"]
 
 def _require(path: Path | None, what: str, data: DataConfig) -> Path:
     if path is None or not path.exists():
-        raise FileNotFoundError(
+        raise DataError(
             f"{what} file not found: {path}. Set data.root (or the PEERDIFF_DATA environment "
             f"variable; now {data.root!r}) or give an absolute path in data.{what}."
         )
@@ -140,7 +141,7 @@ def _load_dpl(data: DataConfig) -> tuple[Any, Any]:
     try:
         import datasets
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading DPL-main needs `pip install peerdiff[dpl]`") from e
+        raise DependencyError("reading DPL-main needs `pip install peerdiff[dpl]`") from e
     main_path = data.path(data.reviews)
     meta_path = data.path(data.items) if data.items else None
     if data.reviews.startswith("hub:"):

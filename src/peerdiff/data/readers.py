@@ -29,22 +29,10 @@ import pyarrow.parquet as pq
 
 from peerdiff.config import Source
 from peerdiff.data import schema
+from peerdiff.errors import DataError
 
 BATCH_ROWS = 50_000
 _WS = re.compile(r"\s+")
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and line (or field).
-
-    Attributes:
-        reason: a short category (``"malformed JSON"``, ``"missing field 'rating'"``) used to
-            count skipped lines.
-    """
-
-    def __init__(self, message: str, reason: str = "bad line") -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -141,7 +129,7 @@ def open_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line_number, line)`` for non-blank lines of a plain or gzip file."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise DataError(f"data file not found: {path}")
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     opener = gzip.open if gz else open

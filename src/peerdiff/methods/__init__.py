@@ -1,26 +1,179 @@
-"""Methods by name."""
+"""The method registry: every method by name, with what it needs (:class:`Spec`).
+
+Stages, the report and the service dispatch through :func:`get`; nothing else keeps lists
+of method names. Builders import their module on first use, so validating a config does not
+load torch.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Any
+
 from peerdiff.config import RunConfig
-from peerdiff.methods.base import Context, PromptMethod
-from peerdiff.methods.nonperso import NonPerso
-from peerdiff.methods.pipelines import DPL, DRP, PAG
-from peerdiff.methods.rag import RAG
+from peerdiff.errors import ConfigError
+from peerdiff.methods.base import Call, Context, Method, Prompts, Spec
 
-__all__ = ["Context", "PromptMethod", "get_method"]
+__all__ = ["Call", "Context", "Method", "Prompts", "Spec", "build", "get", "names"]
+
+LLM_ROLES = ("extractor", "validator", "summarizer", "generator")
 
 
-def get_method(name: str, cfg: RunConfig):
-    """The prompt-based method called ``name`` (one-call or multi-call), configured from ``cfg``."""
-    if name == "nonperso":
-        return NonPerso()
-    if name == "rag":
-        return RAG(k=cfg.rag.k)
-    if name == "pag":
-        return PAG(cfg.pipeline)
-    if name == "dpl":
-        return DPL(cfg.pipeline)
-    if name == "drp":
-        return DRP(cfg.pipeline)
-    raise ValueError(f"unknown method {name!r}")
+def _nonperso(cfg: RunConfig):
+    from peerdiff.methods.nonperso import NonPerso
+
+    return NonPerso()
+
+
+def _rag(cfg: RunConfig):
+    from peerdiff.methods.rag import RAG
+
+    return RAG(k=cfg.rag.k)
+
+
+def _pipeline(name: str):
+    def build(cfg: RunConfig):
+        from peerdiff.methods.dpl import DPL
+        from peerdiff.methods.drp import DRP
+        from peerdiff.methods.pag import PAG
+
+        return {"pag": PAG, "dpl": DPL, "drp": DRP}[name](cfg.pipeline)
+
+    return build
+
+
+def _soft(name: str, kind: str, **flags: Any):
+    def build(cfg: RunConfig):
+        from peerdiff.methods.constant import Constant
+        from peerdiff.methods.dep import DEP
+        from peerdiff.methods.pplug import PPlug
+
+        return {"dep": DEP, "pplug": PPlug, "constant": Constant}[kind](name, cfg, **flags)
+
+    return build
+
+
+def _prompt(cfg: RunConfig) -> dict[str, Any]:
+    return {"prompt": asdict(cfg.prompt)}
+
+
+def _dep_settings(cfg: RunConfig) -> dict[str, Any]:
+    d = asdict(cfg.dep)
+    if d["layout"] == "tokens":  # text-layout settings do not reach the prompt
+        for k in ("text_reviews", "max_review_chars", "compact"):
+            d.pop(k)
+    return {**_prompt(cfg), "dep": d, "slots": cfg.contrast.max_slots}
+
+
+def _pipeline_settings(cfg: RunConfig) -> dict[str, Any]:
+    return {**_prompt(cfg), "rag": asdict(cfg.rag), "pipeline": asdict(cfg.pipeline)}
+
+
+_REGISTRY: dict[str, Spec] = {}
+
+
+def _register(spec: Spec) -> None:
+    _REGISTRY[spec.name] = spec
+
+
+_register(Spec("nonperso", _nonperso, _prompt, summary="the item, rating and title only"))
+_register(
+    Spec(
+        "rag",
+        _rag,
+        lambda c: {**_prompt(c), "rag": asdict(c.rag)},
+        summary="+ BM25-retrieved past reviews",
+    )
+)
+_register(
+    Spec(
+        "pag",
+        _pipeline("pag"),
+        _pipeline_settings,
+        roles=("summarizer", "generator"),
+        summary="+ a profile summary of retrieved past reviews",
+    )
+)
+_register(
+    Spec(
+        "dpl",
+        _pipeline("dpl"),
+        _pipeline_settings,
+        needs=frozenset({"vectors", "known_user"}),
+        roles=("extractor", "summarizer", "generator"),
+        summary="+ a profile of differences from representative peers",
+    )
+)
+_register(
+    Spec(
+        "drp",
+        _pipeline("drp"),
+        _pipeline_settings,
+        needs=frozenset({"vectors", "known_user"}),
+        roles=("extractor", "validator", "summarizer", "generator"),
+        summary="DPL with open style dimensions and a reflective validation",
+    )
+)
+_DEP_NEEDS = frozenset({"vectors", "contrast", "adapter", "known_user"})
+for _name, _flags, _summary in (
+    ("dep", {}, "history + difference vectors -> SAE -> MLPs -> soft tokens"),
+    ("dep-nodiff", {"use_difference": False}, "DEP without difference tokens"),
+    ("dep-nohist", {"use_history": False}, "DEP without history tokens"),
+    ("dep-nosae", {"use_sae": False}, "DEP without the SAE"),
+    ("dep-mean", {"mean_features": True}, "control: DEP fed the training-mean vectors"),
+):
+    _group = "control" if _name == "dep-mean" else "dep"
+    _register(
+        Spec(
+            _name,
+            _soft(_name, "dep", **_flags),
+            _dep_settings,
+            _DEP_NEEDS,
+            group=_group,
+            summary=_summary,
+        )
+    )
+_register(
+    Spec(
+        "pplug",
+        _soft("pplug", "pplug"),
+        lambda c: {**_prompt(c), "pplug": asdict(c.pplug)},
+        frozenset({"vectors", "adapter", "known_user"}),
+        summary="one persona token from attention over history vectors",
+    )
+)
+_register(
+    Spec(
+        "constant",
+        _soft("constant", "constant"),
+        lambda c: {
+            **_prompt(c),
+            "constant": asdict(c.constant),
+            "tokens": c.constant.tokens or 2 * c.contrast.max_slots,
+        },
+        frozenset({"adapter"}),
+        group="control",
+        summary="control: learned soft tokens with no user information",
+    )
+)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> Spec:
+    """The spec of method ``name``.
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones).
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; known: {list(_REGISTRY)}") from None
+
+
+def build(name: str, cfg: RunConfig) -> Method:
+    """The method called ``name``, configured from ``cfg``."""
+    return get(name).build(cfg)

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from peerdiff.backends.base import Message
 from peerdiff.data.schema import Sample
 from peerdiff.methods import prompts
-from peerdiff.methods.base import Context
+from peerdiff.methods.base import Call, Context, Prompts
+
+
+def nonperso_conversation(sample: Sample, ctx: Context) -> list[Message]:
+    target = ctx.bench.review(sample.target)
+    user = (
+        prompts.item_fields(ctx.bench, target, ctx.prompt)
+        + prompts.output_fields(target)
+        + "\n"
+        + prompts.CLOSING
+    )
+    return prompts.conversation(prompts.system_prompt(), user)
 
 
 class NonPerso:
     name = "nonperso"
 
-    def conversation(self, sample: Sample, ctx: Context) -> list[Message]:
-        target = ctx.bench.review(sample.target)
-        user = (
-            prompts.item_fields(ctx.bench, target, ctx.prompt)
-            + prompts.output_fields(target)
-            + "\n"
-            + prompts.CLOSING
-        )
-        return prompts.conversation(prompts.system_prompt(), user)
+    def prompts(self, samples: Sequence[Sample], ctx: Context, call: Call | None = None) -> Prompts:
+        return Prompts([nonperso_conversation(s, ctx) for s in samples])

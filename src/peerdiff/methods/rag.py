@@ -16,7 +16,7 @@ from peerdiff.backends.base import Message
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.schema import Sample
 from peerdiff.methods import prompts
-from peerdiff.methods.base import Context
+from peerdiff.methods.base import Call, Context, Prompts
 
 _TOKEN = re.compile(r"\w+")
 
@@ -51,6 +51,9 @@ class RAG:
 
     def __init__(self, k: int = 4) -> None:
         self.k = k
+
+    def prompts(self, samples: Sequence[Sample], ctx: Context, call: Call | None = None) -> Prompts:
+        return Prompts([self.conversation(s, ctx) for s in samples])
 
     def conversation(self, sample: Sample, ctx: Context) -> list[Message]:
         bench, pc = ctx.bench, ctx.prompt

@@ -12,15 +12,29 @@ All share one interface: ``forward(features) -> (soft (batch, n_tokens, hidden),
 and ``adapter_params()`` (what trains). Sizes derive from the encoder and LLM dimensions.
 Saved as ``adapter.safetensors`` + ``adapter_config.json`` (a few MB), loadable on top of the
 named base LLM.
+
+Initialisation (``init``): ``reference`` gives every ``Linear`` N(0, 0.02) weights and zero
+biases, as the DEP code's modules get them (they are created as missing keys of a
+transformers model); ``torch`` keeps PyTorch's default (uniform weights *and biases*), which
+makes DEP's first soft tokens bias-dominated: about 7% of their variation followed the input.
+
+Input statistics (``features``): sentence vectors share a large common direction, so the
+part that tells users apart is small. ``center`` subtracts the training mean from each
+vector group, ``standardize`` also divides by its RMS per dimension, before the SAE encoder
+(or the MLP without an SAE). This is a fixed affine reparametrisation of the first layer --
+the model class is DEP's, and the SAE still reconstructs the raw vector -- that changes how
+gradient descent sees the inputs. The statistics are buffers saved with the adapter.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -45,10 +59,19 @@ class AdapterConfig:
     rho: float = 0.05
     n_constant: int = field(default=16, metadata={"help": "tokens of the constant control"})
     base_model: str = field(default="default", metadata={"help": "the LLM these were trained on"})
+    init: Literal["reference", "torch"] = "reference"
+    features: Literal["raw", "center", "standardize"] = "raw"
+    mean_features: bool = field(
+        default=False, metadata={"help": "dep-mean: every filled slot gets the training mean"}
+    )
 
     def __post_init__(self) -> None:
         if self.kind == "dep" and not (self.use_history or self.use_difference):
             raise ValueError("a DEP adapter needs use_history or use_difference")
+        if self.init not in ("reference", "torch"):
+            raise ValueError(f"adapter init {self.init!r} is not one of reference, torch")
+        if self.features not in ("raw", "center", "standardize"):
+            raise ValueError(f"adapter features {self.features!r}: raw, center or standardize")
         if self.sae_hidden is None:
             self.sae_hidden = max(1, self.encoder_dim // 2)
 
@@ -66,13 +89,59 @@ class AdapterConfig:
         return 1 if self.kind == "pplug" else self.n_constant
 
 
+def to_tensors(
+    features: dict[str, np.ndarray], idx: Sequence[int], device: torch.device | str
+) -> Features:
+    """Rows ``idx`` of numpy features as tensors on ``device`` (float32; masks stay bool)."""
+    out = {}
+    for k, v in features.items():
+        t = torch.from_numpy(np.ascontiguousarray(v[list(idx)]))
+        out[k] = t.to(device) if t.dtype == torch.bool else t.float().to(device)
+    return out
+
+
+def soft_fn(adapter: nn.Module, features: dict[str, np.ndarray], device: torch.device | str):
+    """``rows -> (len(rows), n_tokens, hidden)``: the adapter's soft tokens for those rows of
+    ``features``, without gradients."""
+
+    def soft(rows: Sequence[int]) -> torch.Tensor:
+        with torch.no_grad():
+            return adapter(to_tensors(features, rows, device))[0]
+
+    return soft
+
+
 def align_mlp(inp: int, hidden: int) -> nn.Sequential:
     """DEP's alignment MLP: ``Linear(inp, H) + GELU + Linear(H, H)``."""
     return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
 
+def reference_init(module: nn.Module) -> None:
+    """N(0, 0.02) weights and zero biases for every ``Linear`` (transformers' init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimizer groups: weight decay on ``Linear`` weight matrices only (not on biases,
+    learned tokens or other vectors)."""
+    decay = {id(m.weight) for m in module.modules() if isinstance(m, nn.Linear)}
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) in decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0},
+    ]
+
+
 class DEPAdapter(nn.Module):
-    """Features: ``hist, diff: (batch, slots, dim)``, ``mask: (batch, slots)``."""
+    """Features: ``hist, diff: (batch, slots, dim)``, ``mask: (batch, slots)``.
+
+    Buffers ``mean_<group>`` ``(dim,)`` and ``scale_<group>`` ``()`` hold the training
+    statistics of each vector group (:meth:`fit_statistics`).
+    """
 
     def __init__(self, cfg: AdapterConfig) -> None:
         super().__init__()
@@ -82,22 +151,59 @@ class DEPAdapter(nn.Module):
         inp = h if cfg.use_sae else d
         self.align_mlp_his = align_mlp(inp, H) if cfg.use_history else None
         self.align_mlp_diff = align_mlp(inp, H) if cfg.use_difference else None
+        for g in ("hist", "diff"):
+            self.register_buffer(f"mean_{g}", torch.zeros(d))
+            self.register_buffer(f"scale_{g}", torch.ones(()))
+        if cfg.init == "reference":
+            reference_init(self)
 
     def adapter_params(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    @torch.no_grad()
+    def fit_statistics(self, features: dict) -> None:
+        """Set each group's mean and RMS per dimension from training ``features`` (numpy or
+        torch, ``(n, slots, dim)`` plus ``mask``), over filled slots only."""
+        mask = torch.as_tensor(features["mask"]).bool()
+        for g in ("hist", "diff"):
+            x = torch.as_tensor(features[g]).float()[mask]  # (filled, dim)
+            if len(x) == 0:
+                continue
+            mean = x.mean(0)
+            getattr(self, f"mean_{g}").copy_(mean)
+            rms = (x - mean).pow(2).mean().sqrt().clamp(min=1e-6)
+            getattr(self, f"scale_{g}").copy_(rms)
+
+    def _inputs(self, f: Features, g: str) -> torch.Tensor:
+        """``(batch, slots, dim)`` raw vectors of group ``g`` (the training mean for dep-mean)."""
+        x, mask = f[g], f["mask"].unsqueeze(-1)
+        if self.cfg.mean_features:
+            x = torch.where(mask, getattr(self, f"mean_{g}").to(x.dtype), torch.zeros_like(x))
+        return x
+
+    def _normalize(self, x: torch.Tensor, g: str, mask: torch.Tensor) -> torch.Tensor:
+        if self.cfg.features == "raw":
+            return x
+        y = x - getattr(self, f"mean_{g}")
+        if self.cfg.features == "standardize":
+            y = y / getattr(self, f"scale_{g}")
+        return torch.where(mask.unsqueeze(-1), y, torch.zeros_like(y))  # empty slots stay 0
+
     def forward(self, f: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         K = self.cfg.slots
-        parts = [f["hist"]] if self.cfg.use_history else []
-        parts += [f["diff"]] if self.cfg.use_difference else []
-        x = torch.cat(parts, dim=1)  # (batch, groups * K, dim)
-        mask = f["mask"].repeat(1, len(parts))
+        groups = [
+            g for g, on in (("hist", self.cfg.use_history), ("diff", self.cfg.use_difference)) if on
+        ]
+        raw = [self._inputs(f, g) for g in groups]
+        x = torch.cat(raw, dim=1)  # (batch, groups * K, dim)
+        xin = torch.cat([self._normalize(r, g, f["mask"]) for r, g in zip(raw, groups)], dim=1)
+        mask = f["mask"].repeat(1, len(groups))
         aux: dict[str, torch.Tensor] = {}
-        if self.sae is not None:
-            z, recon = self.sae(x)
+        if self.sae is not None:  # encoder reads the normalised vectors, decoder rebuilds x
+            z, recon = self.sae(xin)
             aux["recon"], aux["kl"] = self.sae.losses(x, z, recon, mask)
         else:
-            z = x
+            z = xin
         out = []
         g = 0
         for mlp in (self.align_mlp_his, self.align_mlp_diff):
@@ -122,6 +228,8 @@ class PPlugAdapter(nn.Module):
         with torch.no_grad():
             self.query_proj.weight.copy_(torch.eye(d) * (d**0.5))  # start as scaled cosine
         self.projector = align_mlp(d, cfg.llm_hidden)
+        if cfg.init == "reference":
+            reference_init(self.projector)
 
     def adapter_params(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

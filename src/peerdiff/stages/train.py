@@ -1,0 +1,192 @@
+"""The train stage: one soft-prompt method's adapter on the frozen local LLM.
+
+Keyed on the method's prompt settings, the data stages it reads, ``train``, the LLM's
+model and dtype, the seed and -- only when epochs are selected by METEOR -- the validation
+decoding. Generation settings never enter the key: a decoding change never retrains.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from peerdiff import methods
+from peerdiff.backends import Backends
+from peerdiff.backends.base import GenParams
+from peerdiff.config import RunConfig
+from peerdiff.data.schema import Sample
+from peerdiff.errors import MissingStageError
+from peerdiff.stage import Stage, fingerprint
+from peerdiff.stages.common import (
+    SOFT_FORMAT,
+    injector,
+    target_ids,
+    token_counter,
+    train_samples,
+)
+from peerdiff.stages.data import Data
+
+log = logging.getLogger(__name__)
+
+
+def validation_params(cfg: RunConfig) -> GenParams:
+    """Decoding for METEOR selection: greedy, ``train.val_max_new_tokens``, no penalty."""
+    return GenParams(max_new_tokens=cfg.train.val_max_new_tokens, seed=cfg.seed)
+
+
+def train_key(cfg: RunConfig, name: str, data: Data) -> str:
+    spec = methods.get(name)
+    t = asdict(cfg.train)
+    val_decoding = None
+    if cfg.train.select_by == "meteor":
+        val_decoding = asdict(validation_params(cfg))
+    else:
+        t.pop("val_max_new_tokens")
+    return fingerprint(
+        SOFT_FORMAT,
+        name,
+        spec.settings(cfg),
+        data.keys(spec.needs),
+        t,
+        {"model": cfg.llm.model, "dtype": cfg.llm.dtype},
+        cfg.seed,
+        val_decoding,
+    )
+
+
+def trained(cfg: RunConfig, name: str, data: Data) -> Stage:
+    """The train stage of ``name`` when it finished under the current settings.
+
+    Raises:
+        MissingStageError: not trained, or trained under other settings (names the command).
+    """
+    st = Stage(cfg.run_path / "train", name)
+    if not st.is_done(train_key(cfg, name, data)):
+        why = "trained under other settings" if st.manifest() else "not trained"
+        raise MissingStageError(
+            f"method {name!r} has no adapter for these settings ({why}); train it: "
+            f"`peerdiff train --method {name}` (or `peerdiff run`)"
+        )
+    return st
+
+
+def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
+    """``peerdiff train``: fit one soft-prompt method's adapter; ``best/`` is the selection."""
+    import torch
+
+    from peerdiff.model.adapters import build_adapter
+    from peerdiff.model.lm import Example
+    from peerdiff.train import Trainer
+
+    spec = methods.get(name)
+    if not spec.soft:
+        raise ValueError(f"{name!r} has no adapter to train")
+    st = Stage(cfg.run_path / "train", name)
+    key = train_key(cfg, name, data)
+    if st.is_done(key):
+        return st
+    t0 = time.time()
+    be = backends.local  # training always runs in transformers
+    m = spec.build(cfg)
+    inj = injector(m, backends)
+    ctx = data.context(cfg, spec.needs, token_counter(be))
+    items = train_samples(cfg, data.bench)
+    P = m.prompts(items, ctx)
+    n = cfg.train.max_target_tokens
+    examples = [
+        Example(be.encode(c), target_ids(be.tokenizer, data.bench.texts[s.target], n))
+        for s, c in zip(items, P.conversations)
+    ]
+    torch.manual_seed(cfg.seed)
+    dim = data.vectors.shape[1] if data.emb is not None else 1
+    acfg = m.adapter_config(dim, be.model.config.hidden_size)
+    adapter = build_adapter(acfg, be.model.get_input_embeddings()).to(be.device)
+    if hasattr(adapter, "fit_statistics"):
+        adapter.fit_statistics(P.features)
+    val = data.bench.samples("val")[: cfg.train.val_samples]
+    validate, metric = _validator(cfg, m, val, ctx, be, inj, data)
+    trainer = Trainer(
+        be.model,
+        adapter,
+        inj,
+        pad_id=be.tokenizer.pad_token_id,
+        cfg=cfg.train,
+        lr=m.lr(),
+        out_dir=st.dir,
+        key=key,
+        seed=cfg.seed,
+        **m.loss_weights(),
+    )
+    state = trainer.fit(examples, P.features, validate)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        if not PartialState().is_main_process:
+            return st
+    st.finish(
+        key,
+        {"method": name, "train": asdict(cfg.train), "settings": spec.settings(cfg)},
+        ["best/adapter.safetensors", "best/adapter_config.json", "state.json", "log.jsonl"],
+        state=state,
+        seconds=round(time.time() - t0, 1),
+        train_samples=len(items),
+        users=len({s.user_id for s in items}),
+        prompt_tokens_mean=round(float(np.mean([len(e.prompt_ids) for e in examples])), 1),
+        val_samples=len(val),
+        val_metric=metric,
+        lr=m.lr(),
+        trainable_parameters=sum(p.numel() for p in adapter.adapter_params()),
+    )
+    return st
+
+
+def _validator(cfg: RunConfig, m, val: list[Sample], ctx, be, inj, data: Data):
+    """``(validate(adapter) -> score (higher is better), metric name)``."""
+    from peerdiff import metrics
+    from peerdiff.generate import soft_generate_fn
+    from peerdiff.methods.prompts import strip_prefix
+    from peerdiff.model.adapters import soft_fn
+    from peerdiff.probe import target_nll
+
+    P = m.prompts(val, ctx)
+    prompts = [be.encode(c) for c in P.conversations]
+    if cfg.train.select_by == "nll":
+        targets = [
+            target_ids(be.tokenizer, data.bench.texts[s.target], cfg.train.max_target_tokens)
+            for s in val
+        ]
+
+        def validate_nll(adapter) -> float:
+            sums, counts = target_nll(
+                be.model,
+                be.tokenizer.pad_token_id,
+                prompts,
+                targets,
+                soft=soft_fn(adapter, P.features, be.device),
+                injector=inj,
+                batch_size=cfg.generate.batch_size,
+                desc="validate (nll)",
+            )
+            return -float(np.mean(sums / np.maximum(counts, 1)))
+
+        return validate_nll, "neg_nll"
+
+    refs = [data.bench.texts[s.target] for s in val]
+    problem = metrics.setup_wordnet(cfg.cache_dir)
+    metric = "meteor" if problem is None else "rougeL"
+    if problem:
+        log.warning("selecting epochs by ROUGE-L: %s", problem)
+    params = validation_params(cfg)
+
+    def validate_text(adapter) -> float:
+        gen = soft_generate_fn(be, inj, adapter, prompts, P.features, params, "validate")
+        preds = [strip_prefix(p) for p in gen(list(range(len(val))))]
+        score = metrics.meteor(preds, refs) if metric == "meteor" else metrics.rouge(preds, refs)[1]
+        return float(np.mean(score)) if len(score) else 0.0
+
+    return validate_text, metric
