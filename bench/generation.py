@@ -20,10 +20,10 @@ import time
 
 import torch
 
+from peerdiff import methods, stages
+from peerdiff.backends import Backends
 from peerdiff.backends.base import GenParams
 from peerdiff.config import load_config
-from peerdiff.methods import Context, get_method
-from peerdiff.pipeline import Session
 
 
 def tokens(tok, texts: list[str]) -> int:
@@ -71,17 +71,20 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = load_config(a.config)
-    s = Session(cfg)
-    be = s.backend
+    data = stages.data(cfg, ["nonperso", "dep"])
+    backends = Backends(cfg)
+    be = backends.local
     tok, model = be.tokenizer, be.model
-    samples = s.bench.samples("test")[: a.prompts]
+    samples = data.bench.samples("test")[: a.prompts]
     result = {"threads": torch.get_num_threads(), "new_tokens": a.new_tokens}
     gen_kw = dict(do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
 
     # token prompts (Non-Perso)
-    m = get_method("nonperso", cfg)
-    ctx = Context(s.bench, cfg.prompt, lambda t: len(tok(t)["input_ids"]))
-    prompts = [be.encode(m.conversation(x, ctx)) for x in samples]
+    counter = stages.common.token_counter(be)
+    ctx = data.context(cfg, methods.get("nonperso").needs, counter)
+    prompts = [
+        be.encode(c) for c in methods.build("nonperso", cfg).prompts(samples, ctx).conversations
+    ]
 
     def single(i, p):
         ids = torch.tensor([prompts[i]])
@@ -99,20 +102,16 @@ def main() -> None:
     )
 
     # soft prompts (DEP), if the quick run trained an adapter
-    best = s.run_dir / "train" / "dep" / "best"
+    best = cfg.run_path / "train" / "dep" / "best"
     if (best / "adapter.safetensors").exists():
-        from peerdiff.model.adapters import load_adapter
-        from peerdiff.train import to_tensors
+        from peerdiff.model.adapters import load_adapter, soft_fn
 
-        sctx = s.soft_context()
-        sm, inj = s._soft_parts("dep")
+        sm = methods.build("dep", cfg)
+        inj = stages.common.injector(sm, backends)
         adapter = load_adapter(best).eval()
-        sprompts = [be.encode(sm.conversation(x, sctx)) for x in samples]
-        feats = sm.features(samples, sctx)
-
-        def soft(idx):
-            with torch.no_grad():
-                return adapter(to_tensors(feats, idx, "cpu"))[0]
+        P = sm.prompts(samples, data.context(cfg, methods.get("dep").needs, counter))
+        sprompts = [be.encode(c) for c in P.conversations]
+        soft = soft_fn(adapter, P.features, "cpu")
 
         def single_soft(i, p):
             ids = torch.tensor([sprompts[i]])

@@ -173,10 +173,10 @@ def main() -> None:
         else:
             raise SystemExit("server did not start: " + (proc.stderr.read() if proc.stderr else ""))
         users = []
+        from peerdiff import stages
         from peerdiff.config import load_config
-        from peerdiff.pipeline import Session
 
-        users = Session(load_config(a.config)).bench.users[:20]
+        users = stages.data(load_config(a.config), ["nonperso"]).bench.users[:20]
         result = {"max_tokens": a.max_tokens}
         base = bodies(a.baseline_requests, users, a.max_tokens)
         result["baseline_sequential"] = asyncio.run(load(url, base, 1))

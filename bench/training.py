@@ -27,10 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from peerdiff import methods, stages
+from peerdiff.backends import Backends
 from peerdiff.config import load_config
-from peerdiff.model.adapters import build_adapter
-from peerdiff.pipeline import Session
-from peerdiff.train import Example, Trainer, collate, grad_free_prefix, to_tensors
+from peerdiff.model.adapters import build_adapter, to_tensors
+from peerdiff.model.lm import Example, collate, grad_free_prefix
+from peerdiff.stages.common import injector, target_ids, token_counter
+from peerdiff.train import Trainer
 
 
 def matmul_gflops(d: int, ff: int, rows: int = 512, reps: int = 20) -> float:
@@ -70,27 +73,49 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cfg = load_config(a.config)
-    s = Session(cfg)
-    ctx = s.soft_context()
-    m, inj = s._soft_parts("dep")
-    be = s.backend
+    data = stages.data(cfg, ["dep"])
+    backends = Backends(cfg)
+    be = backends.local
     model = be.model
+    m = methods.build("dep", cfg)
+    inj = injector(m, backends)
+    ctx = data.context(cfg, methods.get("dep").needs, token_counter(be))
     torch.manual_seed(0)
     adapter = build_adapter(m.adapter_config(ctx.contrast.dim, model.config.hidden_size))
-    samples = s.train_samples()[: a.examples]
-    ex = [Example(be.encode(m.conversation(x, ctx)), s._target_ids(x)) for x in samples]
-    feats = m.features(samples, ctx)
+    samples = stages.train_samples(cfg, data.bench)[: a.examples]
+    P = m.prompts(samples, ctx)
+    n = cfg.train.max_target_tokens
+    ex = [
+        Example(be.encode(c), target_ids(be.tokenizer, data.bench.texts[x.target], n))
+        for x, c in zip(samples, P.conversations)
+    ]
+    feats = P.features
     order = np.argsort([len(e.prompt_ids) + len(e.target_ids) for e in ex])  # similar lengths
     batches = [order[i : i + a.batch].tolist() for i in range(0, len(order), a.batch)]
     limit = matmul_gflops(model.config.hidden_size, model.config.intermediate_size)
-    tr = Trainer(model, adapter, inj, be.tokenizer.pad_token_id, cfg.train, "/tmp/bench-train", "b")
+    tr = Trainer(
+        model,
+        adapter,
+        inj,
+        pad_id=be.tokenizer.pad_token_id,
+        cfg=cfg.train,
+        lr=1e-4,
+        out_dir="/tmp/bench-train",
+        key="b",
+        **m.loss_weights(),
+    )
     opt = torch.optim.AdamW(adapter.adapter_params(), lr=1e-4)
 
     def run(kind: str) -> dict:
         flops = tok = 0.0
         t0 = time.perf_counter()
         for idx in batches:
-            batch = collate([ex[i] for i in idx], be.tokenizer.pad_token_id, be.device)
+            batch = collate(
+                [ex[i] for i in idx],
+                be.tokenizer.pad_token_id,
+                be.device,
+                is_placeholder=inj.table >= 0,
+            )
             f = to_tensors(feats, idx, be.device)
             if kind == "project":
                 loss, _ = tr.loss(batch, f)

@@ -46,11 +46,14 @@ def char_tokenizer():
     return tok
 
 
-def tiny_llama(vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2):
+def tiny_llama(
+    vocab_size: int, seed: int = 0, hidden: int = 32, layers: int = 2, init: float = 0.02
+):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
+        initializer_range=init,
         vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
@@ -80,6 +83,11 @@ def tiny_lm(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory):
     """A 2-layer random BERT with a word-level tokenizer, saved as a local model folder."""
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder"))
+
+
+def make_tiny_encoder(d: Path) -> Path:
+    """Write a 2-layer random BERT with a word-level tokenizer into ``d``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -108,7 +116,6 @@ def tiny_encoder_dir(tmp_path_factory):
         intermediate_size=32,
         max_position_embeddings=64,
     )
-    d = tmp_path_factory.mktemp("tiny_encoder")
     BertModel(cfg).save_pretrained(d)
     tok.save_pretrained(d)
     return d
@@ -124,8 +131,96 @@ def write_jsonl(path: Path, records: list, gz: bool = False) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that read ../shared/data carry the ``real`` marker (``-m "not real"`` skips them)."""
+    for item in items:
+        if "real_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real)
+
+
 @pytest.fixture
 def real_data():
     if not (DIGITAL_MUSIC / "Digital_Music.jsonl.gz").exists():
         pytest.skip(f"bundled data not found under {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ----------------------------------------------------------------------------- synthetic data
+
+WORDS = (
+    "melody rhythm album track voice guitar piano drums lyrics chorus bass tempo harmony "
+    "production sound record band singer song mix beat groove hook verse bridge"
+).split()
+MOODS = ("great", "lovely", "boring", "bright", "dark", "warm", "catchy", "flat", "fresh")
+
+
+def write_synthetic_amazon23(
+    root: Path, n_users: int = 24, n_items: int = 20, per_user: int = 12, seed: int = 0
+) -> Path:
+    """Reviews and metadata in the Amazon Reviews'23 schema, shaped for the ``small`` preset.
+
+    Every user has a signature phrase and a favourite mood word, so users differ in style;
+    items have titles and descriptions. Returns ``root`` (files ``reviews.jsonl.gz``,
+    ``meta.jsonl.gz``).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    reviews = []
+    for u in range(n_users):
+        sign = f"as user {u} I always say {WORDS[u % len(WORDS)]} {WORDS[(3 * u + 1) % len(WORDS)]}"
+        mood = MOODS[u % len(MOODS)]
+        t0 = 1_500_000_000_000 + int(rng.integers(0, 10_000_000))
+        for k, i in enumerate(rng.choice(n_items, per_user, replace=False)):
+            body = " ".join(rng.choice(WORDS, 14))
+            reviews.append(
+                {
+                    "user_id": f"U{u:03d}",
+                    "parent_asin": f"I{i:03d}",
+                    "rating": float(1 + (u + k) % 5),
+                    "title": f"{mood.title()} {WORDS[int(i) % len(WORDS)]} number {k}",
+                    "text": f"This {mood} album: {body}. {sign}. The {WORDS[int(i) % 9]} is {mood}.",
+                    "timestamp": t0 + k * 86_400_000,
+                }
+            )
+    meta = [
+        {
+            "parent_asin": f"I{i:03d}",
+            "title": f"Album {i} of the {WORDS[i % len(WORDS)]} band",
+            "description": [
+                f"A record about {WORDS[(i + 5) % len(WORDS)]} and {WORDS[(i + 9) % len(WORDS)]}."
+            ],
+        }
+        for i in range(n_items)
+    ]
+    write_jsonl(root / "reviews.jsonl.gz", reviews, gz=True)
+    write_jsonl(root / "meta.jsonl.gz", meta, gz=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    return write_synthetic_amazon23(tmp_path_factory.mktemp("synthetic"))
+
+
+def synthetic_overrides(root: Path, run_dir: Path) -> list[str]:
+    """Config overrides that point a run at the synthetic files."""
+    return [
+        f"data.root={root}",
+        "data.reviews=reviews.jsonl.gz",
+        "data.items=meta.jsonl.gz",
+        f"run_dir={run_dir}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def synthetic_bench(synthetic_root, tmp_path_factory):
+    """A prepared benchmark of the synthetic data (small preset)."""
+    from peerdiff.config import load_config
+    from peerdiff.data.benchmark import Benchmark
+    from peerdiff.data.prepare import prepare
+
+    run = tmp_path_factory.mktemp("synthetic_run")
+    cfg = load_config(None, synthetic_overrides(synthetic_root, run))
+    return Benchmark(prepare(cfg.data, run).dir)

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from conftest import write_jsonl
 
 from peerdiff.cli import main
 
@@ -53,32 +52,7 @@ def test_run_on_four_real_users(real_data, tmp_path, capsys):
     stamp = {
         p: p.stat().st_mtime_ns
         for p in run.rglob("*")
-        if p.is_file() and not p.name.startswith("results-") and p.name != "config.yaml"
+        if p.is_file() and p.parent != run  # run-level tables are rewritten; stages are not
     }
     assert main([*args, *SMALL]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
-
-
-def test_cli_reports_config_and_data_errors(tmp_path, capsys):
-    assert main(["prepare", "generate.batch_size=0"]) == 2
-    assert "generate.batch_size must be > 0" in capsys.readouterr().err
-    bad = {
-        "user_id": "u",
-        "parent_asin": "i",
-        "rating": "bad",
-        "timestamp": 1,
-        "text": "x",
-        "title": "t",
-    }
-    write_jsonl(tmp_path / "r.jsonl", [bad])
-    rc = main(
-        [
-            "prepare",
-            f"data.root={tmp_path}",
-            "data.reviews=r.jsonl",
-            "data.items=null",
-            f"run_dir={tmp_path}/run",
-        ]
-    )
-    assert rc == 1
-    assert "r.jsonl:1: field 'rating' is not a number: 'bad'" in capsys.readouterr().err

@@ -6,12 +6,15 @@ import time
 
 import httpx
 import pytest
+from conftest import synthetic_overrides
 
+from peerdiff import stages
+from peerdiff.backends import Backends
 from peerdiff.backends.base import GenParams
 from peerdiff.backends.hf import HFBackend
-from peerdiff.backends.openai import BackendError, OpenAIBackend
+from peerdiff.backends.openai import OpenAIBackend
 from peerdiff.config import load_config
-from peerdiff.pipeline import Session
+from peerdiff.errors import BackendError
 
 
 def free_port() -> int:
@@ -20,29 +23,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tiny_backends(cfg, tiny_lm) -> Backends:
+    import copy
+
+    model, tok, _ = tiny_lm  # own tokenizer copy: the service adds placeholders to it
+    return Backends(cfg, local=HFBackend(model, copy.deepcopy(tok), batch_size=8, name="hf:tiny"))
+
+
 @pytest.fixture(scope="module")
-def server(tiny_lm, tmp_path_factory):
+def server(tiny_lm, synthetic_root, tmp_path_factory):
     import uvicorn
-    from conftest import DIGITAL_MUSIC, SHARED_DATA
 
-    from peerdiff.serve import create_app
+    from peerdiff.serve import Service, create_app
 
-    if not DIGITAL_MUSIC.exists():
-        pytest.skip("bundled data missing")
-    model, tok, _ = tiny_lm
     run = tmp_path_factory.mktemp("serve")
     cfg = load_config(
         None,
         [
-            f"data.root={SHARED_DATA}",
-            f"run_dir={run}",
+            *synthetic_overrides(synthetic_root, run),
             "llm.model=tiny",
             "generate.max_new_tokens=8",
+            f"embed.model={_tiny_encoder(tmp_path_factory)}",
+            f"cache_dir={run / 'cache'}",
         ],
     )
-    session = Session(cfg)
-    session._backend = HFBackend(model, tok, batch_size=8, name="hf:tiny")
-    app = create_app(session, max_batch=8, max_wait=0.05)
+    service = Service(cfg, tiny_backends(cfg, tiny_lm), max_batch=8, max_wait=0.05)
+    app = create_app(service)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=srv.run, daemon=True)
@@ -51,7 +57,7 @@ def server(tiny_lm, tmp_path_factory):
         if srv.started:
             break
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "app": app, "session": session}
+    yield {"url": f"http://127.0.0.1:{port}", "app": app, "service": service, "lm": tiny_lm}
     srv.should_exit = True
     t.join(timeout=10)
 
@@ -63,7 +69,8 @@ def test_openai_backend_against_the_server(server):
     out = be.chat(convs, p)
     assert len(out) == 20 and all(isinstance(x, str) for x in out)
     # greedy over HTTP equals the in-process backend on the same conversation
-    local = server["session"].backend.chat(convs[:3], p)
+    model, tok, _ = server["lm"]
+    local = HFBackend(model, tok, batch_size=8).chat(convs[:3], p)
     assert out[:3] == local
     assert max(server["app"].state.worker.batches) > 1  # concurrent requests were batched
 
@@ -132,8 +139,8 @@ def review(server, **kw):
 
 
 def test_reviews_for_known_and_inline_users(server):
-    user = server["session"].bench.users[0]
-    for method in ("nonperso", "rag", "pag"):
+    user = server["service"].bench.users[0]
+    for method in ("nonperso", "rag", "pag", "dpl"):
         r = review(server, user_id=user, method=method)
         assert r.status_code == 200, r.text
         assert r.json()["method"] == method and isinstance(r.json()["review"], str)
@@ -157,7 +164,7 @@ def test_reviews_for_known_and_inline_users(server):
             "known user_id",
         ),
         ({"user_id": "u", "rating": 9}, 422, "rating"),
-        ({"user_id": "u", "method": "gpt"}, 422, "method"),
+        ({"user_id": "u", "method": "gpt"}, 422, "not one of"),
         ({"user_id": "u", "item": {"title": ""}}, 422, "title"),
         ({"user_id": "u", "max_new_tokens": 0}, 422, "max_new_tokens"),
     ],
@@ -169,22 +176,19 @@ def test_reviews_reject_bad_input(server, kw, status, needle):
 
 
 def test_dep_without_adapters_is_409(server):
-    user = server["session"].bench.users[0]
+    user = server["service"].bench.users[0]
     r = review(server, user_id=user, method="dep")
     assert r.status_code == 409 and "peerdiff train --method dep" in r.json()["detail"]
     assert httpx.get(server["url"] + "/health").json()["status"] == "ok"  # still serving
 
 
-def test_evaluate_with_a_judge_over_http(server, tiny_lm, tmp_path):
+def test_evaluate_with_a_judge_over_http(server, tiny_lm, synthetic_root, tmp_path):
     import pyarrow.parquet as pq
-    from conftest import SHARED_DATA
 
-    model, tok, _ = tiny_lm
     cfg = load_config(
         None,
         [
-            f"data.root={SHARED_DATA}",
-            f"run_dir={tmp_path}",
+            *synthetic_overrides(synthetic_root, tmp_path),
             "llm.model=tiny",
             "methods=[nonperso]",
             "generate.max_samples=3",
@@ -194,10 +198,11 @@ def test_evaluate_with_a_judge_over_http(server, tiny_lm, tmp_path):
             "roles.judge=judge",
         ],
     )
-    s = Session(cfg)
-    s._backend = HFBackend(model, tok, batch_size=4, name="hf:tiny")
-    s.generate("nonperso", "test")
-    st = s.evaluate("nonperso", "test")
+    backends = tiny_backends(cfg, tiny_lm)
+    data = stages.data(cfg)
+    gen = stages.generate(cfg, "nonperso", "test", data, backends)
+    nll = stages.likelihood(cfg, "nonperso", "test", data, backends)
+    st = stages.evaluate(cfg, "nonperso", "test", gen, nll, data, backends)
     assert "judge" in pq.read_table(st.path("scores.parquet")).column_names
     assert len((st.dir / "judge.jsonl").read_text().splitlines()) == 3
     assert any(n.startswith("judge: openai:tiny") for n in st.manifest()["summary"]["notes"])
@@ -224,7 +229,46 @@ def test_worker_groups_requests_by_settings():
         worker.submit_chat([{"role": "user", "content": str(i)}], a if i % 2 else b)
         for i in range(10)
     ]
-    answers = [f.result(timeout=10) for f in futures]
+    answers = [f.result(timeout=10).text for f in futures]
     worker.close()
     assert answers == [f"{i}/{8 if i % 2 else 16}" for i in range(10)]
     assert sorted(echo.calls) == [(1, 8), (1, 16), (4, 8), (4, 16)]
+
+
+def test_32_mixed_requests_from_8_threads_are_all_answered(server):
+    """Chats and reviews (token, multi-call and inline) at once: every answer is a 200."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    user = server["service"].bench.users[1]
+    hist = [{"item_title": "Blue Train", "rating": 4, "title": "Great", "text": "Loved it."}]
+
+    def one(i: int) -> int:
+        if i % 4 == 0:
+            r = httpx.post(
+                server["url"] + "/v1/chat/completions",
+                json={
+                    "model": "tiny",
+                    "messages": [{"role": "user", "content": f"q{i}"}],
+                    "max_tokens": 4 + i % 3,
+                },
+                timeout=120,
+            )
+        elif i % 4 == 1:
+            r = review(server, user_id=user, method="rag")
+        elif i % 4 == 2:
+            r = review(server, history=hist, method=("nonperso", "pag")[i % 8 == 2])
+        else:
+            r = review(server, user_id=user, method="dpl")
+        return r.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(one, range(32)))
+    assert codes == [200] * 32
+    assert httpx.get(server["url"] + "/health").json()["status"] == "ok"
+
+
+def _tiny_encoder(factory):
+    """A 2-layer random BERT folder (DPL and DEP need review vectors)."""
+    from conftest import make_tiny_encoder
+
+    return make_tiny_encoder(factory.mktemp("serve_encoder"))

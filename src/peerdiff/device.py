@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from peerdiff.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -14,7 +16,7 @@ def pick_device(pref: str = "auto") -> torch.device:
     if pref != "auto":
         dev = torch.device(pref)
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {pref!r} requested but CUDA is not available")
+            raise ConfigError(f"device {pref!r} requested but CUDA is not available")
         return dev
     if torch.cuda.is_available():
         import os

@@ -223,7 +223,8 @@ def embed_benchmark(
     :func:`input_text` vector.
     """
     stage = Stage(run_dir, "embed")
-    key = fingerprint(upstream, asdict(cfg), FORMAT)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_size")}
+    key = fingerprint(upstream, settings, FORMAT)
     if stage.is_done(key):
         return stage
     encoder = Encoder(cfg.model, cfg.device, cfg.max_length)

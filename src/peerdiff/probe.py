@@ -63,7 +63,12 @@ def target_nll(
         idx = [i for i in order[start : start + batch_size] if counts[i] > 0]
         if not idx:
             continue
-        batch = collate([Example(prompts[i], targets[i]) for i in idx], pad_id, device)
+        batch = collate(
+            [Example(prompts[i], targets[i]) for i in idx],
+            pad_id,
+            device,
+            is_placeholder=None if injector is None else injector.table >= 0,
+        )
         ids = batch["input_ids"]
         if soft is not None:
             emb = injector(ids, soft(idx).to(device))

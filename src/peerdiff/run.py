@@ -64,9 +64,15 @@ def has_user_features(name: str, cfg: RunConfig) -> bool:
     return spec.soft and spec.build(cfg).kind in ("dep", "pplug") and name != "dep-mean"
 
 
-def run(cfg: RunConfig, names: list[str] | None = None) -> list[dict[str, Any]]:
+def run(
+    cfg: RunConfig, names: list[str] | None = None, backends: Backends | None = None
+) -> list[dict[str, Any]]:
     """Every stage the configured methods need; returns the results rows (one per method and
-    split: ``{"method", "split", "n", "scores": {metric: value}, ...}``)."""
+    split: ``{"method", "split", "n", "scores": {metric: value}, ...}``).
+
+    Args:
+        backends: already loaded backends (default: created from ``cfg``, loaded on use).
+    """
     names = names or cfg.methods
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     with atomic_path(cfg.run_path / "config.yaml") as tmp:
@@ -77,7 +83,7 @@ def run(cfg: RunConfig, names: list[str] | None = None) -> list[dict[str, Any]]:
     print_stats(read_json(prep.path("stats.json")))
     with t("embed + contrast"):
         data = stages.data(cfg, names, prep)
-    backends = Backends(cfg)
+    backends = backends or Backends(cfg)
     rows, probes = [], []
     for name in names:
         adapter = None

@@ -332,11 +332,11 @@ class Service:
     def review(self, req: ReviewRequest) -> Future:
         """A future of the request's :class:`ChatResult` (the work runs on the worker)."""
         spec = methods.get(req.method)
+        ext, sample = self.request_sample(req)  # 400 / 404 come before 409
         if spec.soft and req.method not in self.soft:
             raise HTTPException(
                 409, self.unavailable.get(req.method, f"{req.method!r} unavailable")
             )
-        ext, sample = self.request_sample(req)
         params = replace(self.params, max_new_tokens=req.max_new_tokens)
         if spec.soft:
             return self.worker.submit_call(lambda: self._soft(req.method, ext, sample, params))

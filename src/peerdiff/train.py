@@ -227,7 +227,12 @@ class Trainer:
         log = open(self.dir / "log.jsonl", "ab") if run.main else None
         try:
             for b, idx in enumerate(batches):
-                batch = collate([examples[i] for i in idx], self.pad_id, self.device)
+                batch = collate(
+                    [examples[i] for i in idx],
+                    self.pad_id,
+                    self.device,
+                    is_placeholder=self.injector.table >= 0,
+                )
                 feats = to_tensors(features, idx, self.device)
                 loss, parts = self.loss(batch, feats, run.model)
                 if run.acc:

@@ -9,6 +9,7 @@ from peerdiff.config import Protocol, Source, load_config
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.build import dedup_latest_first, k_core
 from peerdiff.data.prepare import prepare
+from peerdiff.errors import DataError
 
 DAY = 86_400
 
@@ -140,22 +141,22 @@ def test_prepare_synthetic_structure(tmp_path):
     }
 
 
-def test_no_profile_contains_its_target_or_anything_later(tmp_path, real_data):
-    for root, cfg in [
-        (tmp_path, None),
-        (real_data, load_config(None, [f"data.root={real_data}"])),
-    ]:
-        if cfg is None:
-            _synthetic(tmp_path, same_day=True)  # same-day ties must be excluded too
-            cfg = _cfg(tmp_path)
-        b = Benchmark(prepare(cfg.data, tmp_path / f"run-{root.name}").dir)
-        assert len(b.samples()) > 0
-        for s in b.samples():
-            assert s.target not in s.profile
-            t = b.timestamps[s.target]
-            assert all(b.timestamps[r] < t for r in s.profile)
-            assert all(b.user_ids[r] == s.user_id for r in s.profile)
-            assert list(s.profile) == sorted(s.profile, key=lambda r: b.timestamps[r])
+@pytest.mark.parametrize("source", ["synthetic", "real"])
+def test_no_profile_contains_its_target_or_anything_later(tmp_path, source, request):
+    if source == "real":
+        root = request.getfixturevalue("real_data")  # skipped when the bundled data is absent
+        cfg = load_config(None, [f"data.root={root}"])
+    else:
+        _synthetic(tmp_path, same_day=True)  # same-day ties must be excluded too
+        cfg = _cfg(tmp_path)
+    b = Benchmark(prepare(cfg.data, tmp_path / "run").dir)
+    assert len(b.samples()) > 0
+    for s in b.samples():
+        assert s.target not in s.profile
+        t = b.timestamps[s.target]
+        assert all(b.timestamps[r] < t for r in s.profile)
+        assert all(b.user_ids[r] == s.user_id for r in s.profile)
+        assert list(s.profile) == sorted(s.profile, key=lambda r: b.timestamps[r])
 
 
 def test_base_profiles_never_hold_a_target(real_data, tmp_path):
@@ -229,7 +230,7 @@ def test_interrupted_build_leaves_no_artifacts_and_resumes_identically(tmp_path,
 
 def test_missing_data_file_names_the_setting(tmp_path):
     cfg = load_config(None, [f"data.root={tmp_path}"])
-    with pytest.raises(FileNotFoundError, match="PEERDIFF_DATA"):
+    with pytest.raises(DataError, match="PEERDIFF_DATA"):
         prepare(cfg.data, tmp_path / "run")
 
 

@@ -14,7 +14,8 @@ from conftest import char_tokenizer, tiny_llama  # noqa: E402
 from peerdiff.config import TrainConfig  # noqa: E402
 from peerdiff.model.adapters import AdapterConfig, build_adapter  # noqa: E402
 from peerdiff.model.inject import Injector, add_placeholders, placeholder_names  # noqa: E402
-from peerdiff.train import Example, Trainer  # noqa: E402
+from peerdiff.model.lm import Example  # noqa: E402
+from peerdiff.train import Trainer  # noqa: E402
 
 out = Path(sys.argv[1])
 tok = copy.deepcopy(char_tokenizer())
@@ -37,14 +38,15 @@ ex = [
     )
     for i in range(n)
 ]
-tc = TrainConfig(epochs=2, lr=1e-2, batch_size=2, grad_accum=1, warmup_ratio=0.0)
+tc = TrainConfig(epochs=2, batch_size=2, grad_accum=1, warmup_ratio=0.0)
 tr = Trainer(
     model,
     adapter,
     Injector(model.get_input_embeddings(), ids),
-    tok.pad_token_id,
-    tc,
-    out / "train",
+    pad_id=tok.pad_token_id,
+    cfg=tc,
+    lr=1e-2,
+    out_dir=out / "train",
     key="ddp",
 )
 tr.fit(ex, feats)

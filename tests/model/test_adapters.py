@@ -7,9 +7,17 @@ import pytest
 import torch
 
 from peerdiff.config import TrainConfig
-from peerdiff.model.adapters import AdapterConfig, build_adapter, load_adapter, save_adapter
+from peerdiff.model.adapters import (
+    AdapterConfig,
+    build_adapter,
+    decay_groups,
+    load_adapter,
+    save_adapter,
+    to_tensors,
+)
 from peerdiff.model.inject import Injector, add_placeholders, placeholder_names
-from peerdiff.train import Example, Trainer, collate, lm_loss, to_tensors
+from peerdiff.model.lm import Example, collate, grad_free_prefix, lm_loss
+from peerdiff.train import Trainer
 
 D = 12  # encoder size in these tests
 
@@ -45,12 +53,13 @@ def examples(tok, names, n=3):
     return out
 
 
-def test_injection_places_vectors_exactly_at_placeholders_left_padded(tiny_lm):
+def test_injection_places_vectors_exactly_at_placeholders_padded(tiny_lm):
     model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
     inj = Injector(model.get_input_embeddings(), ids)
     ex = examples(tok, names)
     batch = collate(ex, tok.pad_token_id, torch.device("cpu"))
-    assert (batch["attention_mask"][:, 0] == 0).any()  # really left-padded
+    assert batch["shared"] > 0  # the common prefix stays aligned on the left
+    assert (batch["attention_mask"] == 0).any()  # really padded (after the shared prefix)
     soft = torch.randn(3, len(ids), model.config.hidden_size)
     emb = inj(batch["input_ids"], soft)
     plain = model.get_input_embeddings()(
@@ -68,23 +77,24 @@ def test_injection_places_vectors_exactly_at_placeholders_left_padded(tiny_lm):
 def test_one_step_changes_adapters_and_leaves_llm_bit_identical(tiny_lm, tmp_path):
     model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
     before_llm = {k: v.clone() for k, v in model.state_dict().items()}
-    before_ad = {k: v.clone() for k, v in adapter.state_dict().items()}
+    before_ad = {k: v.clone() for k, v in adapter.named_parameters()}
     ex = examples(tok, names)
-    tc = TrainConfig(epochs=1, lr=1e-2, batch_size=3, grad_accum=1, warmup_ratio=0.0)
+    tc = TrainConfig(epochs=1, batch_size=3, grad_accum=1, warmup_ratio=0.0)
     tr = Trainer(
         model,
         adapter,
         Injector(model.get_input_embeddings(), ids),
-        tok.pad_token_id,
-        tc,
-        tmp_path / "t",
+        pad_id=tok.pad_token_id,
+        cfg=tc,
+        lr=1e-2,
+        out_dir=tmp_path / "t",
         key="k",
     )
     state = tr.fit(ex, features(3))
     assert state["best_epoch"] == 1 and (tmp_path / "t" / "best" / "adapter.safetensors").exists()
     for k, v in model.state_dict().items():
         assert torch.equal(v, before_llm[k]), f"frozen LLM parameter {k} changed"
-    changed = [k for k, v in adapter.state_dict().items() if not torch.equal(v, before_ad[k])]
+    changed = [k for k, v in adapter.named_parameters() if not torch.equal(v, before_ad[k])]
     assert set(changed) == set(before_ad), (
         f"unchanged adapter params: {set(before_ad) - set(changed)}"
     )
@@ -158,8 +168,6 @@ def test_sae_losses_ignore_padding_slots():
 
 
 def test_grad_free_prefix_gives_the_same_loss_and_gradients(tiny_lm):
-    from peerdiff.train import grad_free_prefix
-
     model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
     inj = Injector(model.get_input_embeddings(), ids)
     batch = collate(examples(tok, names), tok.pad_token_id, torch.device("cpu"))
@@ -177,3 +185,63 @@ def test_grad_free_prefix_gives_the_same_loss_and_gradients(tiny_lm):
     assert results[0][1].keys() == results[1][1].keys() and len(results[0][1]) >= 6
     for n in results[0][1]:
         torch.testing.assert_close(results[0][1][n], results[1][1][n], rtol=1e-4, atol=1e-6)
+
+
+def test_reference_init_has_small_weights_and_zero_biases():
+    torch.manual_seed(0)
+    a = build_adapter(AdapterConfig(encoder_dim=384, llm_hidden=576, init="reference"))
+    for m in a.modules():
+        if isinstance(m, torch.nn.Linear):
+            assert abs(float(m.weight.std()) - 0.02) < 0.002
+            assert m.bias is None or torch.equal(m.bias, torch.zeros_like(m.bias))
+    torch.manual_seed(0)
+    t = build_adapter(AdapterConfig(encoder_dim=384, llm_hidden=576, init="torch"))
+    assert t.align_mlp_his[2].bias.abs().sum() > 0  # PyTorch's default: random biases
+
+
+def test_no_weight_decay_on_biases_and_learned_tokens():
+    a = build_adapter(AdapterConfig(encoder_dim=D, llm_hidden=16, slots=2))
+    decay, no_decay = decay_groups(a, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim == 2 for p in decay["params"]) and all(
+        p.ndim == 1 for p in no_decay["params"]
+    )
+    n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
+    assert n == sum(p.numel() for p in a.parameters())
+    c = build_adapter(AdapterConfig(kind="constant", llm_hidden=16, n_constant=4))
+    assert decay_groups(c, 0.1)[0]["params"] == []  # the constant's tokens are not decayed
+
+
+@pytest.mark.parametrize("mode", ["center", "standardize"])
+def test_feature_statistics_normalise_filled_slots_only(mode):
+    torch.manual_seed(0)
+    a = build_adapter(AdapterConfig(encoder_dim=D, llm_hidden=16, slots=2, features=mode))
+    f = features(50)
+    f["hist"] += 3.0  # a large common component
+    a.fit_statistics(f)
+    m = torch.as_tensor(f["mask"])
+    x = a._normalize(torch.as_tensor(f["hist"]), "hist", m)
+    assert x[m].mean(0).abs().max() < 1e-5  # centred over filled slots
+    assert (x[~m] == 0).all()  # empty slots stay zero
+    if mode == "standardize":
+        assert abs(float(x[m].pow(2).mean()) - 1) < 1e-4
+    # the statistics travel with the adapter
+    b = build_adapter(a.cfg)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.mean_hist, a.mean_hist) and torch.equal(b.scale_diff, a.scale_diff)
+
+
+def test_dep_mean_ignores_the_users_features():
+    torch.manual_seed(0)
+    a = build_adapter(AdapterConfig(encoder_dim=D, llm_hidden=16, slots=2, mean_features=True))
+    a.fit_statistics(features(20))
+    f1, f2 = features(3, seed=1), features(3, seed=2)
+    with torch.no_grad():
+        s1 = a(to_tensors(f1, range(3), "cpu"))[0]
+        s2 = a(to_tensors(f2, range(3), "cpu"))[0]
+    assert torch.equal(s1, s2)
+    full = build_adapter(AdapterConfig(encoder_dim=D, llm_hidden=16, slots=2))
+    with torch.no_grad():
+        assert not torch.equal(
+            full(to_tensors(f1, range(3), "cpu"))[0], full(to_tensors(f2, range(3), "cpu"))[0]
+        )

@@ -93,6 +93,10 @@ class Backends:
         """The backend doing ``role`` per ``cfg.roles``."""
         return self.named(getattr(self.cfg.roles, role))
 
+    def scores_locally(self, role: str = "generator") -> bool:
+        """Whether ``role`` runs on a transformers model here (so likelihoods exist)."""
+        return self.cfg.backends[getattr(self.cfg.roles, role)].type == "hf"
+
     def scoring(self, role: str = "generator"):
         """The transformers model behind ``role`` (for target likelihood), or ``None`` when the
         role runs on a server."""

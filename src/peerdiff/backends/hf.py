@@ -16,7 +16,7 @@ from tqdm import tqdm
 from peerdiff.backends.base import GenParams, Message
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
-from peerdiff.model.lm import pad_batch
+from peerdiff.model.lm import cache_kw, pad_batch
 
 
 class HFBackend:
@@ -144,6 +144,7 @@ class HFBackend:
         from transformers import DynamicCache
 
         model = self.model
+        ckw = cache_kw(model)
         eos = self.tokenizer.eos_token_id
         vocab = model.get_input_embeddings().weight.shape[0]
         B = ids.shape[0]
@@ -155,9 +156,9 @@ class HFBackend:
                 **kw,
                 attention_mask=mask,
                 position_ids=pos,
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{ckw: cache},
             )
             .logits[:, -1]
             .float()
@@ -203,8 +204,8 @@ class HFBackend:
                     input_ids=tok[:, None],
                     attention_mask=mask,
                     position_ids=nxt_pos[:, None],
-                    past_key_values=cache,
                     use_cache=True,
+                    **{ckw: cache},
                 )
                 .logits[:, -1]
                 .float()

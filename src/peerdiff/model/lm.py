@@ -69,18 +69,28 @@ def positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 def collate(
-    examples: Sequence[Example], pad_id: int, device: torch.device | str, shared: int | None = None
+    examples: Sequence[Example],
+    pad_id: int,
+    device: torch.device | str,
+    shared: int | None = None,
+    is_placeholder: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """``input_ids``, ``attention_mask``, ``position_ids``, ``labels`` and ``shared`` (the
-    number of leading columns identical in every row).
+    number of leading columns identical in every row, computed once for the batch).
 
     Args:
         shared: leading tokens to keep aligned on the left; ``None`` takes the examples'
-            common prompt prefix.
+            common prompt prefix, cut before the first placeholder (soft tokens differ
+            between rows even where their placeholder ids are the same).
+        is_placeholder: ``(vocab + placeholders,)`` bool table of placeholder ids.
     """
     seqs = [e.prompt_ids + e.target_ids for e in examples]
     if shared is None:
         shared = common_prefix([e.prompt_ids for e in examples]) if len(examples) > 1 else 0
+        if shared and is_placeholder is not None:
+            head = torch.as_tensor(examples[0].prompt_ids[:shared])
+            hits = torch.nonzero(is_placeholder.cpu()[head]).flatten()
+            shared = int(hits[0]) if len(hits) else shared
     ids, mask = pad_batch(seqs, pad_id, shared)
     labels = torch.full_like(ids, -100)
     for i, e in enumerate(examples):
@@ -97,6 +107,21 @@ def collate(
 
 def _decoder(llm):
     return llm.get_decoder() if hasattr(llm, "get_decoder") else llm.model
+
+
+_CACHE_KW: dict[type, str] = {}
+
+
+def cache_kw(model) -> str:
+    """The keyword a model's ``forward`` takes its KV cache by: ``cache`` (transformers >= 5.2x)
+    or ``past_key_values`` (earlier)."""
+    t = type(model)
+    if t not in _CACHE_KW:
+        import inspect
+
+        params = inspect.signature(model.forward).parameters
+        _CACHE_KW[t] = "cache" if "cache" in params else "past_key_values"
+    return _CACHE_KW[t]
 
 
 def target_losses(
@@ -118,6 +143,7 @@ def target_losses(
     from transformers import DynamicCache
 
     decoder = _decoder(llm)
+    kw = cache_kw(decoder)
     mask, pos = batch["attention_mask"], batch["position_ids"]
     B = embeds.shape[0]
     shared = min(int(batch.get("shared", 0)), embeds.shape[1] - 1)
@@ -131,8 +157,8 @@ def target_losses(
                     inputs_embeds=embeds[:1, :shared],
                     attention_mask=mask[:1, :shared],
                     position_ids=pos[:1, :shared],
-                    past_key_values=past,
                     use_cache=True,
+                    **{kw: past},
                 )
                 if B > 1:
                     past.batch_repeat_interleave(B)
@@ -141,15 +167,15 @@ def target_losses(
                     inputs_embeds=embeds[:, shared:split],
                     attention_mask=mask[:, :split],
                     position_ids=pos[:, shared:split],
-                    past_key_values=past,
                     use_cache=True,
+                    **{kw: past},
                 )
     h = decoder(
         inputs_embeds=embeds[:, split:],
         attention_mask=mask,
         position_ids=pos[:, split:],
-        past_key_values=past,
         use_cache=past is not None,
+        **{kw: past},
     ).last_hidden_state
     labels = batch["labels"][:, split + 1 :]
     sel = labels != -100

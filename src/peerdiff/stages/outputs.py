@@ -52,7 +52,6 @@ def generate(
     if spec.soft:
         require_adapter(name, adapter)
     items = samples(cfg, data.bench, split)
-    generator = backends.engine if spec.soft else backends.role("generator")
     who = backends.identity("local") if spec.soft else backends.role_identity("generator")
     params = gen_params(cfg)
     gen_key = fingerprint(DECODE_FORMAT, who, asdict(params))
@@ -61,6 +60,7 @@ def generate(
     if stage.is_done(key):
         return stage
     t0 = time.time()
+    generator = backends.engine if spec.soft else backends.role("generator")
     P = method_prompts(cfg, name, split, items, data, backends, generator)
     if spec.soft:
         m = spec.build(cfg)
@@ -106,8 +106,7 @@ def likelihood(
     from peerdiff.probe import target_nll
 
     spec = methods.get(name)
-    scorer = backends.local if spec.soft else backends.scoring("generator")
-    if scorer is None:
+    if not (spec.soft or backends.scores_locally("generator")):
         return None
     if spec.soft:
         require_adapter(name, adapter)
@@ -121,6 +120,7 @@ def likelihood(
     if stage.is_done(key):
         return stage
     t0 = time.time()
+    scorer = backends.local if spec.soft else backends.scoring("generator")
     P = method_prompts(cfg, name, split, items, data, backends, scorer)
     prompts = [scorer.encode(c) for c in P.conversations]
     targets = [target_ids(scorer.tokenizer, data.bench.texts[s.target], n) for s in items]

@@ -1,29 +1,25 @@
+"""Non-Perso and RAG prompts, BM25 retrieval, prompt budgets."""
+
 import pytest
 
+from peerdiff import methods
 from peerdiff.config import PromptConfig, load_config
-from peerdiff.data.benchmark import Benchmark
-from peerdiff.data.prepare import prepare
-from peerdiff.methods import Context, get_method
+from peerdiff.methods import Context
 from peerdiff.methods.prompts import approx_tokens, clip, fit_blocks, strip_prefix
 from peerdiff.methods.rag import bm25_top
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    from conftest import DIGITAL_MUSIC, SHARED_DATA
-
-    if not DIGITAL_MUSIC.exists():
-        pytest.skip("bundled data missing")
-    cfg = load_config(None, [f"data.root={SHARED_DATA}"])
-    return Benchmark(prepare(cfg.data, tmp_path_factory.mktemp("run")).dir)
+def bench(synthetic_bench):
+    return synthetic_bench
 
 
 @pytest.mark.parametrize("name", ["nonperso", "rag"])
 def test_prompts_never_show_the_target_text(bench, name):
-    m = get_method(name, load_config(None))
+    m = methods.build(name, load_config(None))
     ctx = Context(bench, PromptConfig(), approx_tokens)
-    for s in bench.samples("test"):
-        conv = m.conversation(s, ctx)
+    samples = bench.samples("test")
+    for s, conv in zip(samples, m.prompts(samples, ctx).conversations):
         text = " ".join(x["content"] for x in conv)
         target = bench.review(s.target)
         assert target.text[:80] not in text

@@ -1,9 +1,11 @@
-"""DPL / DRP / PAG pieces: feature parsing, representative peers, cached calls."""
+"""PAG, DPL, DRP: feature parsing, representative peers, role-routed calls, stats as values."""
 
 import numpy as np
 import pytest
 
-from peerdiff.methods.pipelines import parse_features, representatives, strip_label
+from peerdiff.methods.dpl import representatives
+from peerdiff.methods.drp import parse_features
+from peerdiff.methods.pag import strip_label
 
 
 @pytest.mark.parametrize(
@@ -42,22 +44,12 @@ def test_strip_label():
 
 
 @pytest.fixture(scope="module")
-def real_ctx(tmp_path_factory):
-    from conftest import DIGITAL_MUSIC, SHARED_DATA
-
-    from peerdiff.config import PromptConfig, load_config
-    from peerdiff.data.benchmark import Benchmark
-    from peerdiff.data.prepare import prepare
+def real_ctx(synthetic_bench):
+    from peerdiff.config import PromptConfig
     from peerdiff.methods.base import Context
     from peerdiff.methods.prompts import approx_tokens
 
-    if not DIGITAL_MUSIC.exists():
-        pytest.skip("bundled data missing")
-    b = Benchmark(
-        prepare(
-            load_config(None, [f"data.root={SHARED_DATA}"]).data, tmp_path_factory.mktemp("run")
-        ).dir
-    )
+    b = synthetic_bench
     rng = np.random.default_rng(0)
     vec = rng.normal(size=(len(b), 8)).astype(np.float32)
     return Context(b, PromptConfig(), approx_tokens, vectors=vec)
@@ -76,12 +68,15 @@ class FakeCall:
 
 def test_drp_summarizer_reads_the_validated_differences(real_ctx):
     from peerdiff.config import PipelineConfig
-    from peerdiff.methods.pipelines import DRP, PeerIndex
+    from peerdiff.methods.dpl import PeerIndex
+    from peerdiff.methods.drp import DRP
 
     cfg = PipelineConfig(n_items=2, n_peers=3, min_peers=3)
     samples = real_ctx.bench.samples("test")[:5]
     call = FakeCall()
-    convs = DRP(cfg).conversations(samples, real_ctx, call)
+    P = DRP(cfg).prompts(samples, real_ctx, call)
+    convs = P.conversations
+    assert P.stats["items_compared_mean"] > 0 and "features_kept_per_item_mean" in P.stats
     assert [call.calls[s][0] for s in ("extract", "validate", "summary")] == [
         "extractor",
         "validator",
@@ -113,14 +108,15 @@ def test_drp_summarizer_reads_the_validated_differences(real_ctx):
 
 def test_pag_and_dpl_calls(real_ctx):
     from peerdiff.config import PipelineConfig
-    from peerdiff.methods.pipelines import DPL, PAG
+    from peerdiff.methods.dpl import DPL
+    from peerdiff.methods.pag import PAG
 
     samples = real_ctx.bench.samples("test")[:3]
     call = FakeCall()
-    convs = PAG(PipelineConfig()).conversations(samples, real_ctx, call)
+    convs = PAG(PipelineConfig()).prompts(samples, real_ctx, call).conversations
     assert list(call.calls) == ["summary"] and len(convs) == 3
     call = FakeCall()
-    DPL(PipelineConfig(min_peers=2)).conversations(samples, real_ctx, call)
+    DPL(PipelineConfig(min_peers=2)).prompts(samples, real_ctx, call)
     assert list(call.calls) == ["extract", "summary"]
     sys_prompt = call.calls["extract"][2][0][0]["content"]
     assert "[Writing Style]" in sys_prompt and "[Emotional Style]" in sys_prompt

@@ -1,0 +1,135 @@
+"""Stage keys are exactly what each stage reads.
+
+A small graph (synthetic reviews, tiny LM and encoder) runs once; then an irrelevant change
+(threads, engine, device, batch sizes, report-only settings) recomputes nothing, and a
+relevant change recomputes its stage and the stages downstream of it, nothing else.
+"""
+
+import copy
+
+import pytest
+from conftest import synthetic_overrides
+from tests_stages_common import SMALL
+
+from peerdiff.backends import Backends
+from peerdiff.backends.hf import HFBackend
+from peerdiff.config import load_config
+from peerdiff.run import run
+
+
+@pytest.fixture(scope="module")
+def graph(tiny_lm, synthetic_root, tiny_encoder_dir, tmp_path_factory):
+    model, tok, _ = tiny_lm
+    tok = copy.deepcopy(tok)
+    run_dir = tmp_path_factory.mktemp("keys")
+    base = [
+        *synthetic_overrides(synthetic_root, run_dir),
+        *SMALL,
+        f"embed.model={tiny_encoder_dir}",
+        f"cache_dir={run_dir / 'cache'}",
+    ]
+
+    def go(*extra: str) -> dict[str, int]:
+        cfg = load_config(None, [*base, *extra])
+        run(cfg, backends=Backends(cfg, local=HFBackend(model, tok, batch_size=4)))
+        return snapshot(run_dir)
+
+    first = go()
+    return go, first
+
+
+def snapshot(run_dir) -> dict[str, int]:
+    """Stage files and their modification times (run-level tables excluded)."""
+    return {
+        str(p.relative_to(run_dir)): p.stat().st_mtime_ns
+        for p in run_dir.rglob("*")
+        if p.is_file()
+        and p.parts[len(run_dir.parts)] not in ("cache",)
+        and p.parent != run_dir  # results-*, timings-*, config.yaml
+    }
+
+
+def changed(before: dict[str, int], after: dict[str, int]) -> set[str]:
+    """Stage directories with a new or rewritten file (``generate/dep-test``, ``contrast``)."""
+    dirs = set()
+    for f, t in after.items():
+        if before.get(f) != t:
+            parts = f.split("/")
+            dirs.add(
+                "/".join(parts[:2])
+                if parts[0] in ("train", "generate", "nll", "evaluate", "probe", "calls")
+                else parts[0]
+            )
+    return dirs
+
+
+def test_the_graph_ran(graph):
+    _, first = graph
+    for d in (
+        "prepare",
+        "embed",
+        "contrast",
+        "train/dep",
+        "train/constant",
+        "generate/dep-test",
+        "nll/nonperso-test",
+        "evaluate/constant-test",
+        "probe/dep-test",
+    ):
+        assert any(f.startswith(d + "/") for f in first), d
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "llm.threads=1",
+        "llm.engine=vllm",  # never loaded: nothing needs recomputing
+        "llm.device=cpu",
+        "embed.device=cpu",
+        "embed.batch_size=7",
+        "generate.batch_size=2",
+        "evaluate.bootstrap=50",
+        "name=renamed",
+    ],
+)
+def test_irrelevant_changes_recompute_nothing(graph, override):
+    go, first = graph
+    assert changed(first, go(override)) == set()
+
+
+def test_a_decoding_change_regenerates_and_rescores_only(graph):
+    go, _ = graph
+    before = go()
+    after = go("generate.max_new_tokens=5")
+    assert changed(before, after) == {
+        f"{s}/{m}-test" for s in ("generate", "evaluate") for m in ("nonperso", "constant", "dep")
+    }
+    go()  # back to the base settings for the other tests
+
+
+def test_a_contrast_change_reaches_dep_and_nothing_else(graph):
+    go, _ = graph
+    before = go()
+    after = go("contrast.weighting=uniform")
+    assert changed(before, after) == {
+        "contrast",
+        "train/dep",
+        "generate/dep-test",
+        "nll/dep-test",
+        "evaluate/dep-test",
+        "probe/dep-test",
+    }
+    go()
+
+
+def test_an_adapter_setting_retrains_only_that_method(graph):
+    go, _ = graph
+    before = go()
+    after = go("constant.lr=0.05")
+    assert changed(before, after) == {
+        "train/constant",
+        "generate/constant-test",
+        "nll/constant-test",
+        "evaluate/constant-test",
+    }
+    go()

@@ -1,0 +1,59 @@
+"""The CLI: one-line errors for input/config problems (exit 2 / 1), tracebacks with -v."""
+
+import pytest
+from conftest import synthetic_overrides, write_jsonl
+
+from peerdiff.cli import main
+from peerdiff.errors import ConfigError, MissingStageError
+
+
+def test_config_errors_exit_2_and_name_the_key(capsys):
+    assert main(["prepare", "generate.batch_size=0"]) == 2
+    assert "generate.batch_size must be > 0" in capsys.readouterr().err
+    assert main(["prepare", "train.rho=0.1"]) == 2
+    assert "train.rho (moved to dep.rho)" in capsys.readouterr().err
+    assert main(["prepare", "methods=[gpt]"]) == 2
+    assert "'gpt' is not one of" in capsys.readouterr().err
+    assert main(["train", "--method", "gpt"]) == 2
+
+
+def test_data_errors_exit_1_with_file_and_line(tmp_path, capsys):
+    bad = {
+        "user_id": "u",
+        "parent_asin": "i",
+        "rating": "bad",
+        "timestamp": 1,
+        "text": "x",
+        "title": "t",
+    }
+    write_jsonl(tmp_path / "r.jsonl", [bad])
+    args = [
+        "prepare",
+        f"data.root={tmp_path}",
+        "data.reviews=r.jsonl",
+        "data.items=null",
+        f"run_dir={tmp_path}/run",
+    ]
+    assert main(args) == 1
+    assert "r.jsonl:1: field 'rating' is not a number: 'bad'" in capsys.readouterr().err
+
+
+def test_verbose_keeps_the_traceback(tmp_path):
+    with pytest.raises(ConfigError):
+        main(["-v", "prepare", "generate.batch_size=0"])
+
+
+def test_generation_without_an_adapter_names_the_command(synthetic_root, tmp_path, capsys):
+    args = ["generate", "--method", "constant", *synthetic_overrides(synthetic_root, tmp_path)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "peerdiff train --method constant" in err
+    with pytest.raises(MissingStageError):
+        main(["-v", *args])
+
+
+def test_probe_refuses_methods_without_user_features(synthetic_root, tmp_path, capsys):
+    assert (
+        main(["probe", "--method", "nonperso", *synthetic_overrides(synthetic_root, tmp_path)]) == 2
+    )
+    assert "no user features" in capsys.readouterr().err

@@ -1,0 +1,36 @@
+"""Atomic files, manifests and fingerprints."""
+
+import pytest
+
+from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_json
+
+
+def test_fingerprint_ignores_key_order_and_sees_values():
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    assert fingerprint("x", [1, 2]) != fingerprint("x", [2, 1])
+
+
+def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("crash")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+
+
+def test_stage_is_done_only_with_its_key_and_all_outputs(tmp_path):
+    st = Stage(tmp_path, "s")
+    assert not st.is_done("k") and st.key() is None
+    write_json(st.path("a.json"), {"x": 1})
+    st.finish("k", {"cfg": 1}, ["a.json"], seconds=1.0)
+    assert st.is_done("k") and not st.is_done("other") and st.key() == "k"
+    assert read_json(st.manifest_path)["seconds"] == 1.0
+    st.path("a.json").unlink()  # an output went missing: recompute
+    assert not st.is_done("k")
+    st.invalidate()
+    assert st.manifest() is None
