@@ -55,3 +55,21 @@ def test_shipped_configs_load():
         first = p.read_text().splitlines()[0]
         assert first.startswith("# peerdiff "), f"{p.name}: first line must be its command"
         assert cfg.name
+
+
+def test_soft_method_sections_and_presets():
+    from peerdiff.config import PRESETS
+
+    cfg = load_config(None, ["dep.layout=tokens", "dep.features=standardize", "pplug.history=8"])
+    assert cfg.dep.layout == "tokens" and cfg.pplug.history == 8
+    assert cfg.train.select_by == "nll" and cfg.generate.penalty_scope == "generated"
+    assert PRESETS["medium"].min_user_reviews == 5
+    for bad, msg in (
+        ("dep.layout=grid", "dep.layout: 'grid' is not one of"),
+        ("dep.features=whiten", "dep.features"),
+        ("constant.tokens=0", "constant.tokens must be > 0"),
+        ("probe.splits=[dev]", "probe.splits"),
+        ("dep.pplug_history=3", "moved to pplug.history"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            load_config(None, [bad])

@@ -11,7 +11,7 @@ from peerdiff import metrics
 from peerdiff.report import build_report, to_markdown, write_report
 
 
-def fake_eval(run, method, values, bleu_preds=None, split="test"):
+def fake_eval(run, method, values, bleu_preds=None, split="test", nll=None):
     d = run / "evaluate" / f"{method}-{split}"
     d.mkdir(parents=True)
     n = len(values)
@@ -22,6 +22,9 @@ def fake_eval(run, method, values, bleu_preds=None, split="test"):
     for m in ("rouge1", "rougeL", "meteor", "bertscore"):
         cols[m] = values
     cols["bleu"] = metrics.sentence_bleu(stats)
+    if nll is not None:
+        tokens = np.arange(n) % 7 + 3
+        cols.update({"nll": nll, "nll_sum": nll * tokens, "nll_tokens": tokens})
     pq.write_table(pa.table(cols), d / "scores.parquet")
     (d / "summary.json").write_text(json.dumps({"method": method, "split": split, "notes": ["n1"]}))
 
@@ -103,3 +106,45 @@ def test_report_of_a_run_with_training_only(tmp_path):
     md = (out / "report.md").read_text()
     assert "No evaluated methods" in md and "| dep | 1 | 4.0000 | 0.1000 |" in md
     assert (out / "training.png").exists() and not (out / "metrics.png").exists()
+
+
+def test_nll_is_lower_is_better_and_ppl_is_corpus_level(tmp_path):
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.1, 0.3, 100)
+    nll = rng.uniform(3.0, 4.0, 100)
+    fake_eval(tmp_path, "dep", base, nll=nll - 0.2)
+    fake_eval(tmp_path, "nonperso", base, nll=nll)
+    rep = build_report(tmp_path, n_boot=200)
+    s = rep["splits"]["test"]
+    assert "nll" in s["metrics"] and "ppl" in s["metrics"]
+    dep = next(r for r in s["rows"] if r["method"] == "dep")
+    tokens = np.arange(100) % 7 + 3
+    want = float(np.exp(((nll - 0.2) * tokens).sum() / tokens.sum()))
+    assert dep["scores"]["ppl"]["value"] == pytest.approx(want)
+    md = to_markdown(rep)
+    row = next(line for line in md.splitlines() if line.startswith("| dep | 100 |"))
+    assert row.count("**") >= 2 * 2  # best NLL and best PPL are the lower ones
+    non = next(r for r in s["rows"] if r["method"] == "nonperso")
+    d = non["scores"]["nll"]["vs_reference"]
+    assert d["diff"] == pytest.approx(0.2) and d["ci"][0] > 0
+
+
+def test_probe_summaries_appear_in_the_report(tmp_path):
+    fake_eval(tmp_path, "dep", np.full(10, 0.2))
+    d = tmp_path / "probe" / "dep-test"
+    d.mkdir(parents=True)
+    summary = {
+        "method": "dep",
+        "split": "test",
+        "n": 10,
+        "donors": 4,
+        "delta": 0.0123,
+        "delta_ci": [0.004, 0.02],
+        "own_best_share": 0.5,
+        "own_rank_mean": 1.9,
+        "chance_rank": 3.0,
+    }
+    (d / "summary.json").write_text(json.dumps(summary))
+    out = write_report(tmp_path, n_boot=50)
+    md = (out / "report.md").read_text()
+    assert "## User-swap probe" in md and "| dep | test | 10 | +0.0123 | [+0.0040, +0.0200] |" in md

@@ -63,7 +63,7 @@ def test_soft_generation_matches_token_generation_with_a_penalty(tiny_lm):
     tok = copy.deepcopy(tok)
     ids = add_placeholders(tok, ["[SOFT_TOKEN_0]", "[SOFT_TOKEN_1]"])
     be = HFBackend(model, tok, batch_size=2)
-    p = GenParams(max_new_tokens=8, repetition_penalty=5.0)
+    p = GenParams(max_new_tokens=8, repetition_penalty=5.0, penalty_scope="prompt")
     plain = [be.encode(c) for c in convs(["say something now", "x y"])]
     soft_prompts = [q[:4] + ids + q[4:] for q in plain]
     token_prompts = [q[:4] + q[:2] + q[4:] for q in plain]
@@ -91,3 +91,23 @@ def test_batch_composition_does_not_change_outputs_under_a_penalty(tiny_lm):
     together = HFBackend(model, tok, batch_size=2).chat(convs(texts), p)
     alone = [HFBackend(model, tok, batch_size=1).chat(convs([t]), p)[0] for t in texts]
     assert together == alone
+
+
+def test_penalty_scope_generated_ignores_the_prompt(tiny_lm):
+    """The default penalises only what the model already wrote; ``prompt`` also penalises
+    every prompt token (transformers' behaviour)."""
+    import string
+
+    from peerdiff.model.lm import pad_batch
+
+    model, tok, _ = tiny_lm
+    be = HFBackend(model, tok, batch_size=1)
+    ids, mask = pad_batch([be.encode(convs([string.printable[:94]])[0])], tok.pad_token_id)
+
+    def first(**kw):  # the first generated token, EOS included
+        p = GenParams(max_new_tokens=1, **kw)
+        return be.decode(ids, mask, p)[0] or [tok.eos_token_id]
+
+    plain = first()
+    assert first(repetition_penalty=100.0) == plain  # nothing generated yet: no penalty
+    assert first(repetition_penalty=100.0, penalty_scope="prompt") != plain
