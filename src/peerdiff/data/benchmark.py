@@ -84,11 +84,22 @@ class Benchmark:
     def samples(self, split: str | None = None) -> list[Sample]:
         return [s for s in self._samples if split is None or s.split == split]
 
-    def sample(self, sample_id: str) -> Sample:
+    @cached_property
+    def _by_id(self) -> dict[str, Sample]:
+        return {s.sample_id: s for s in self._samples}
+
+    @cached_property
+    def _latest(self) -> dict[str, Sample]:
+        """Each user's sample with the longest profile."""
+        out: dict[str, Sample] = {}
         for s in self._samples:
-            if s.sample_id == sample_id:
-                return s
-        raise KeyError(sample_id)
+            best = out.get(s.user_id)
+            if best is None or len(s.profile) > len(best.profile):
+                out[s.user_id] = s
+        return out
+
+    def sample(self, sample_id: str) -> Sample:
+        return self._by_id[sample_id]
 
     @cached_property
     def target_mask(self) -> np.ndarray:
@@ -130,10 +141,7 @@ class Benchmark:
 
     def latest_sample(self, user_id: str) -> Sample:
         """The user's sample with the longest profile (the test sample)."""
-        best: Sample | None = None
-        for s in self._samples:
-            if s.user_id == user_id and (best is None or len(s.profile) > len(best.profile)):
-                best = s
+        best = self._latest.get(user_id)
         if best is None:
             raise UnknownUserError(f"unknown user {user_id!r}: not in benchmark {self.dir}")
         return best
@@ -163,6 +171,8 @@ class Benchmark:
         ext.timestamps = np.r_[self.timestamps, [r.timestamp for r in reviews]].astype(np.int64)
         ext.items = {**self.items, **{i.item_id: i for i in items}}
         ext._samples = self._samples
+        for name in ("_by_id", "_latest", "users"):  # share the indexes, built once
+            ext.__dict__[name] = getattr(self, name)
         pad = np.zeros(len(reviews), dtype=bool)
         for name in ("target_mask", "profile_mask", "base_mask"):
             ext.__dict__[name] = np.r_[getattr(self, name), pad]

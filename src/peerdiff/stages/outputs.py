@@ -180,8 +180,7 @@ def evaluate(
         return stage
     recs = read_jsonl(gen.path("predictions.jsonl"))
     bench = data.bench
-    index = {s.sample_id: s for s in bench.samples()}
-    targets = [bench.review(index[r["sample_id"]].target) for r in recs]
+    targets = [bench.review(bench.sample(r["sample_id"]).target) for r in recs]
     preds = [r["text"] for r in recs]
     sc = score_texts(
         preds,

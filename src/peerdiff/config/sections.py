@@ -1,0 +1,294 @@
+"""Config sections of models, prompts, methods, training, evaluation and backends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from peerdiff.config.parse import _positive
+from peerdiff.errors import ConfigError
+
+
+@dataclass
+class EmbedConfig:
+    model: str = field(default="default", metadata={"help": "default = all-MiniLM-L6-v2 package"})
+    batch_size: int = 64
+    max_length: int = 256
+    text: Literal["text", "title_text"] = "text"
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive(self, "embed", "batch_size", "max_length")
+
+
+@dataclass
+class LLMConfig:
+    model: str = field(default="default", metadata={"help": "default = SmolLM2-135M-Instruct"})
+    engine: Literal["hf", "vllm"] = field(
+        default="hf", metadata={"help": "generation engine; training always uses transformers"}
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class PromptConfig:
+    max_desc_chars: int = field(default=300, metadata={"help": "item description, truncated"})
+    max_review_chars: int = field(default=300, metadata={"help": "each past review's text"})
+    max_prompt_tokens: int = field(default=1024, metadata={"help": "drop past reviews to fit"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "prompt", "max_desc_chars", "max_review_chars", "max_prompt_tokens")
+
+
+@dataclass
+class GenerateConfig:
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 0.8
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    penalty_scope: Literal["generated", "prompt"] = field(
+        default="generated",
+        metadata={"help": "tokens the repetition penalty covers: generated only, or + prompt"},
+    )
+    splits: list[str] = field(default_factory=lambda: ["test"])
+    max_samples: int | None = field(default=None, metadata={"help": "first N samples per split"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "generate", "max_new_tokens", "batch_size")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature <= 0:
+            raise ConfigError(f"generate.temperature must be > 0, got {self.temperature}")
+        for s in self.splits:
+            if s not in ("train", "val", "test"):
+                raise ConfigError(f"generate.splits: {s!r} is not one of train, val, test")
+
+
+@dataclass
+class RagConfig:
+    k: int = field(default=4, metadata={"help": "past reviews retrieved by BM25"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "rag", "k")
+
+
+@dataclass
+class EvalConfig:
+    bertscore: bool = True
+    bertscore_model: str = field(default="default", metadata={"help": "default = local MiniLM"})
+    bertscore_layers: int | None = None
+    bootstrap: int = field(default=1000, metadata={"help": "paired bootstrap resamples"})
+    nll: bool = field(default=True, metadata={"help": "target NLL under each method's prompt"})
+    nll_target_tokens: int = field(default=128, metadata={"help": "target tokens scored"})
+    nll_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _positive(self, "evaluate", "bootstrap", "nll_target_tokens", "nll_batch_size")
+
+
+@dataclass
+class ContrastConfig:
+    max_slots: int = field(default=8, metadata={"help": "past reviews with a peer per sample"})
+    weighting: Literal["reference", "uniform", "distance", "softmax"] = field(
+        default="reference", metadata={"help": "peer weights; reference = DEP's softmax(d/sum d)"}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "for weighting=softmax"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "contrast", "max_slots", "temperature")
+
+
+@dataclass
+class DEPConfig:
+    """DEP (and its ablations, ``dep-mean``): prompt layout, adapter and its loss terms."""
+
+    layout: Literal["text", "tokens"] = field(
+        default="text",
+        metadata={
+            "help": "text: past-review lines carry the soft tokens (DEP); tokens: the "
+            "Non-Perso prompt plus one line of all soft tokens (the constant's layout)"
+        },
+    )
+    text_reviews: int = field(default=8, metadata={"help": "slots whose review text is shown"})
+    max_review_chars: int = field(default=300, metadata={"help": "text of a shown past review"})
+    compact: bool = field(default=False, metadata={"help": "one short line per slot (CPU)"})
+    sae_hidden: int | None = field(default=None, metadata={"help": "default encoder dim // 2"})
+    rho: float = field(default=0.05, metadata={"help": "SAE target mean activation"})
+    recon_weight: float = field(default=100.0, metadata={"help": "loss = lm + w (recon + k kl)"})
+    kl_weight: float = 1e-3
+    init: Literal["reference", "torch"] = field(
+        default="reference",
+        metadata={"help": "reference: N(0, 0.02) weights, zero biases (DEP code); torch: default"},
+    )
+    features: Literal["raw", "center", "standardize"] = field(
+        default="raw",
+        metadata={
+            "help": "input vectors as given (DEP code), minus the training mean, or also "
+            "divided by the training RMS"
+        },
+    )
+    lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
+
+    def __post_init__(self) -> None:
+        if self.text_reviews < 0:
+            raise ConfigError(f"dep.text_reviews must be >= 0, got {self.text_reviews}")
+        _positive(self, "dep", "max_review_chars")
+        if not 0 < self.rho < 1:
+            raise ConfigError(f"dep.rho must be in (0, 1), got {self.rho}")
+        if self.lr is not None:
+            _positive(self, "dep", "lr")
+
+
+@dataclass
+class PPlugConfig:
+    """PPlug: one persona token from an input-aware attention over the user's history."""
+
+    history: int = field(default=32, metadata={"help": "history vectors PPlug attends to"})
+    init: Literal["reference", "torch"] = "reference"
+    lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
+
+    def __post_init__(self) -> None:
+        _positive(self, "pplug", "history")
+        if self.lr is not None:
+            _positive(self, "pplug", "lr")
+
+
+@dataclass
+class ConstantConfig:
+    """The learned-constant control: soft tokens with no user information."""
+
+    tokens: int | None = field(
+        default=None, metadata={"help": "default: as many as DEP shows (2 * contrast.max_slots)"}
+    )
+    lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None:
+            _positive(self, "constant", "tokens")
+        if self.lr is not None:
+            _positive(self, "constant", "lr")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation shared by every soft-prompt method (learning rates: per method section)."""
+
+    epochs: int = 5
+    lr: float = 1e-5
+    batch_size: int = 1
+    grad_accum: int = 16
+    weight_decay: float = field(default=0.025, metadata={"help": "on weight matrices only"})
+    warmup_ratio: float = 0.01
+    max_grad_norm: float = 1.0
+    max_target_tokens: int = field(default=128, metadata={"help": "target review, truncated"})
+    samples_per_user: int | None = field(
+        default=None, metadata={"help": "latest N train samples per user (DEP code: 1)"}
+    )
+    select_by: Literal["nll", "meteor"] = field(
+        default="nll",
+        metadata={
+            "help": "epoch selection: validation target NLL (one forward pass) or METEOR of "
+            "greedy generations"
+        },
+    )
+    val_samples: int | None = field(default=64, metadata={"help": "val samples for selection"})
+    val_max_new_tokens: int = field(default=64, metadata={"help": "select_by=meteor: greedy"})
+
+    def __post_init__(self) -> None:
+        _positive(
+            self,
+            "train",
+            "epochs",
+            "lr",
+            "batch_size",
+            "grad_accum",
+            "max_target_tokens",
+            "val_max_new_tokens",
+        )
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.samples_per_user is not None:
+            _positive(self, "train", "samples_per_user")
+
+
+@dataclass
+class ProbeConfig:
+    """``peerdiff probe``: the user-swap test of soft-prompt methods."""
+
+    donors: int = field(default=8, metadata={"help": "other users whose features replace own"})
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    max_samples: int | None = field(
+        default=None, metadata={"help": "a seeded random subset of N samples per split"}
+    )
+
+    def __post_init__(self) -> None:
+        _positive(self, "probe", "donors")
+        for s in self.splits:
+            if s not in ("train", "val", "test"):
+                raise ConfigError(f"probe.splits: {s!r} is not one of train, val, test")
+
+
+@dataclass
+class BackendConfig:
+    """One LLM endpoint: the in-process transformers model or an OpenAI-compatible server."""
+
+    type: Literal["hf", "openai"] = "hf"
+    model: str | None = field(
+        default=None, metadata={"help": "hf: default llm.model; openai: the server's model name"}
+    )
+    base_url: str | None = field(default=None, metadata={"help": "openai: e.g. http://host/v1"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "env var with the key"})
+    concurrency: int = field(default=8, metadata={"help": "openai: requests in flight"})
+    timeout: float = field(default=120.0, metadata={"help": "openai: seconds per request"})
+    max_retries: int = field(default=3, metadata={"help": "openai: retries with backoff"})
+
+    def validate(self, name: str) -> None:
+        _positive(self, f"backends.{name}", "concurrency", "timeout")
+        if self.max_retries < 0:
+            raise ConfigError(f"backends.{name}.max_retries must be >= 0, got {self.max_retries}")
+        if self.type == "openai" and not self.model:
+            raise ConfigError(f"backends.{name}.model is required for an openai backend")
+
+
+@dataclass
+class RolesConfig:
+    """Which backend does each job (names from ``backends``); how the extractor is scaled."""
+
+    extractor: str = "local"
+    validator: str = "local"
+    summarizer: str = "local"
+    generator: str = "local"
+    judge: str | None = field(default=None, metadata={"help": "LLM-judge metric; off if null"})
+
+
+@dataclass
+class PipelineConfig:
+    """DPL / DRP / PAG settings (names as in the papers)."""
+
+    n_items: int = field(default=4, metadata={"help": "N past items compared with peers"})
+    n_peers: int = field(default=4, metadata={"help": "K representative peers (KMeans K+1)"})
+    min_peers: int = field(default=4, metadata={"help": "items need this many other reviewers"})
+    past_reviews: int = field(default=4, metadata={"help": "BM25 past reviews shown"})
+    extract_max_tokens: int = 256
+    validate_max_tokens: int = 256
+    summary_max_tokens: int = 160
+    max_review_chars: int = field(default=400, metadata={"help": "each review in extraction"})
+
+    def __post_init__(self) -> None:
+        _positive(
+            self,
+            "pipeline",
+            "n_items",
+            "n_peers",
+            "past_reviews",
+            "extract_max_tokens",
+            "validate_max_tokens",
+            "summary_max_tokens",
+            "max_review_chars",
+        )
+        if self.min_peers < 1:
+            raise ConfigError(f"pipeline.min_peers must be >= 1, got {self.min_peers}")
