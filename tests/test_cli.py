@@ -57,3 +57,21 @@ def test_probe_refuses_methods_without_user_features(synthetic_root, tmp_path, c
         main(["probe", "--method", "nonperso", *synthetic_overrides(synthetic_root, tmp_path)]) == 2
     )
     assert "no user features" in capsys.readouterr().err
+
+
+def test_dry_run_reports_lengths_budgets_and_deviations(synthetic_root, tmp_path, capsys):
+    import json
+
+    args = [
+        "run", "--dry-run", "--config", "configs/paper.yaml",
+        *synthetic_overrides(synthetic_root, tmp_path), "methods=[rag,pag]", "llm.model=absent/model",
+        "backends.local.model=absent/model", "pipeline.n_items=4",
+    ]
+    assert main(args) == 0
+    out = json.loads((tmp_path / "dry-run-paper.json").read_text())
+    assert out["tokenizer"].startswith("approximate")  # the model is not available offline
+    assert set(out["methods"]) == {"rag", "pag"}
+    assert out["methods"]["pag"]["summary"]["max_new_tokens"] == 1024
+    assert out["methods"]["rag"]["generate"]["tokens_max"] > 0
+    assert out["deviations"] == ["pipeline.n_items = 4 (published: 8)"]
+    assert not (tmp_path / "generate").exists()  # nothing was generated

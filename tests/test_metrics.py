@@ -73,8 +73,12 @@ def test_paired_bootstrap_interval_contains_difference():
         (" 10\n", 10.0),
         ("Score: 6/10", 6.0),
         ("<think>maybe 3</think>7.5", 7.5),
+        ("[Score]: 7", 7.0),
         ("no idea", float("nan")),
         ("100", float("nan")),
+        # a chatty or reasoning judge cut off mid-thought is missing, not a number from its text
+        ("Okay, the user rated it 5 stars and the AI", float("nan")),
+        ("<think>The real review says 5 stars, the AI", float("nan")),
     ],
 )
 def test_parse_judge(answer, score):
@@ -82,8 +86,17 @@ def test_parse_judge(answer, score):
     assert (np.isnan(got) and np.isnan(score)) or got == score
 
 
-def test_judge_prompt_holds_both_reviews():
+def test_parse_judge_needs_a_finished_answer():
+    from peerdiff.backends.base import Completion
+
+    assert metrics.parse_judge(Completion("8", finish_reason="stop")) == 8.0
+    assert np.isnan(metrics.parse_judge(Completion("8 because", finish_reason="length")))
+    assert np.isnan(metrics.parse_judge(Completion("", reasoning="thinking...")))
+
+
+def test_judge_prompt_holds_both_reviews_and_the_score_cue():
     conv = metrics.judge_conversation("gen text", "real text", "Album", "desc", 4.0, "Title")
-    assert "[Score 10]" in conv[0]["content"]
-    assert "[User's Real Review]: real text" in conv[1]["content"]
-    assert "[AI-generated Review]: gen text" in conv[1]["content"]
+    assert "[Score 10]" in conv[0]["content"] and "numerical score only" in conv[0]["content"]
+    assert "[User's real review]: real text" in conv[1]["content"]
+    assert "[AI-generated review]: gen text" in conv[1]["content"]
+    assert conv[1]["content"].endswith("[Score]: ")

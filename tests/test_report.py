@@ -148,3 +148,20 @@ def test_probe_summaries_appear_in_the_report(tmp_path):
     out = write_report(tmp_path, n_boot=50)
     md = (out / "report.md").read_text()
     assert "## User-swap probe" in md and "| dep | test | 10 | +0.0123 | [+0.0040, +0.0200] |" in md
+
+
+def test_report_lists_deviations_from_the_published_profile(tmp_path):
+    import yaml
+
+    from peerdiff.config import load_config
+    from peerdiff.paper import deviations
+
+    assert deviations(load_config("configs/paper.yaml")) == []
+    cpu = load_config("configs/prompting.yaml")
+    devs = deviations(cpu)
+    assert any(d.startswith("pipeline.n_items = 4 (published: 8)") for d in devs)
+    assert any(d.startswith("generate.repetition_penalty") for d in devs)
+    fake_eval(tmp_path, "rag", np.full(5, 0.2))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cpu.to_dict()))
+    md = (write_report(tmp_path, n_boot=20) / "report.md").read_text()
+    assert "## Deviations from the published profile" in md and "pipeline.n_items = 4" in md

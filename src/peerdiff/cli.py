@@ -46,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-batch", type=int, default=16, help="requests generated together")
-    cmd("run", "every stage the configured methods need, then the results table", True)
+    r = cmd("run", "every stage the configured methods need, then the results table", True)
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build prompts for a few samples without any model: lengths, budgets, deviations",
+    )
     return p
 
 
@@ -74,6 +79,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     from peerdiff.config import load_config
 
     cfg = load_config(args.config, args.overrides)
+    if args.command == "run" and args.dry_run:
+        from peerdiff.run import print_dry_run
+
+        print_dry_run(cfg, args.method)
+        return 0
     if args.command == "run":
         from peerdiff.run import run
 
@@ -142,7 +152,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 summaries.append(read_json(st.path("summary.json")))
         from rich.console import Console
 
-        Console().print(probe_table(summaries))
+        Console(width=None if sys.stdout.isatty() else 150).print(probe_table(summaries))
         return 0
     rows = []
     for n in names:
@@ -162,7 +172,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         write_results(cfg.run_path, rows, cfg.name)
-        Console(stderr=True).print(results_table(rows))
+        Console(stderr=True, width=None if sys.stderr.isatty() else 150).print(results_table(rows))
     return 0
 
 

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from peerdiff.backends.base import ChatBackend, GenParams, Message
+from peerdiff.backends.base import (
+    ChatBackend,
+    Completion,
+    GenParams,
+    Message,
+    answer_problem,
+    arrange,
+    strip_reasoning,
+)
 from peerdiff.data.schema import Sample
 from peerdiff.methods.prompts import strip_prefix
 from peerdiff.stage import atomic_path, fingerprint
@@ -51,16 +59,34 @@ def write_jsonl(path: str | Path, records: Sequence[dict]) -> None:
 
 
 def chat_fn(
-    backend: ChatBackend, conversations: Sequence[list[Message]], params: GenParams, desc: str = ""
-) -> Callable[[list[int]], list[str]]:
-    """A ``generate`` callable for :func:`run_predictions` from a chat backend."""
-    return lambda idx: backend.chat([conversations[i] for i in idx], params, desc=desc)
+    backend: ChatBackend,
+    conversations: Sequence[list[Message]],
+    params: GenParams,
+    desc: str = "",
+    instructions: str = "system",
+) -> Callable[[list[int]], list[Completion]]:
+    """A ``generate`` callable for :func:`run_predictions` from a chat backend (completions
+    with their finish reasons; conversations arranged as the backend wants them)."""
+
+    def generate(idx: list[int]) -> list[Completion]:
+        convs = [arrange(conversations[i], instructions) for i in idx]
+        if hasattr(backend, "complete"):
+            return backend.complete(convs, params, desc=desc)
+        return [Completion(t) for t in backend.chat(convs, params, desc=desc)]
+
+    return generate
+
+
+def final_text(raw: str) -> str:
+    """A prediction's text: reasoning dropped (unfinished thinking gives ``""``), then a
+    leading ``[Review]:`` label."""
+    return strip_prefix(strip_reasoning(raw))
 
 
 def cached_generate(
     ids: Sequence[str],
     conversations: Sequence[list[Message]],
-    generate: Callable[[list[int]], list[str]],
+    generate: Callable[[list[int]], list[str] | list[Completion]],
     path: str | Path,
     gen_key: str,
     chunk: int = 32,
@@ -70,7 +96,8 @@ def cached_generate(
     """Generate (or reuse) one output per id, appending chunk by chunk to ``path``.
 
     Args:
-        generate: indices into ``conversations`` -> raw generations.
+        generate: indices into ``conversations`` -> raw generations (text or
+            :class:`Completion`: its separate reasoning and finish reason are kept).
         gen_key: identity of the backend and generation settings; lines made under another
             key, or for another prompt, are regenerated.
         chunk: items per append (the unit of progress kept after an interruption).
@@ -97,6 +124,7 @@ def cached_generate(
         raws = generate(idx)
         recs = []
         for n, raw in zip(idx, raws):
+            c = raw if isinstance(raw, Completion) else Completion(raw)
             r = {
                 "sample_id": ids[n],
                 **(extra(n) if extra else {}),
@@ -104,8 +132,11 @@ def cached_generate(
                 "gen_key": gen_key,
             }
             if postprocess is not None:
-                r["text"] = postprocess(raw)
-            r["raw"] = raw
+                r["text"] = postprocess(c.text)
+            r["raw"] = c.text
+            if c.reasoning:
+                r["reasoning"] = c.reasoning
+            r["finish_reason"] = c.finish_reason
             recs.append(r)
         with open(path, "ab") as f:
             f.write(b"".join(orjson.dumps(r) + b"\n" for r in recs))
@@ -126,7 +157,7 @@ def run_predictions(
     out_path: str | Path,
     gen_key: str,
     chunk: int = 32,
-    postprocess: Callable[[str], str] = strip_prefix,
+    postprocess: Callable[[str], str] = final_text,
 ) -> list[dict]:
     """One prediction per sample (``{sample_id, split, method, ..., text, raw}``), resumable."""
     return cached_generate(
@@ -145,15 +176,22 @@ def run_predictions(
 class Caller:
     """Cached, role-routed LLM calls of a multi-step method (one JSONL per step).
 
+    Each call's completion is checked (:func:`answer_problem`): one cut at the token budget,
+    with unfinished thinking, or without an answer is retried once (seed + 1, cached in
+    ``<step>.retry.jsonl``) and, if it fails again, returned as ``None`` -- recorded as
+    missing, never passed on. :attr:`stats` counts calls, failures and missing answers per
+    step.
+
     Args:
         directory: where ``<step>.jsonl`` files go (``calls/<method>-<split>/``).
         backends: a :class:`peerdiff.backends.Backends` (roles -> backends, identities).
-        params: base generation settings; each call sets its own ``max_new_tokens``.
+        params: base generation settings; each call sets its own budget.
     """
 
     directory: Path
     backends: Any
     params: GenParams
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __call__(
         self,
@@ -162,13 +200,44 @@ class Caller:
         ids: Sequence[str],
         conversations: Sequence[list[Message]],
         max_new_tokens: int,
-    ) -> list[str]:
+    ) -> list[str | None]:
         backend = self.backends.role(role)
-        p = replace(self.params, max_new_tokens=max_new_tokens)
-        gen_key = fingerprint(self.backends.role_identity(role), asdict(p))
-        gen = chat_fn(backend, conversations, p, desc=step)
-        recs = cached_generate(ids, conversations, gen, self.directory / f"{step}.jsonl", gen_key)
-        return [r["raw"] for r in recs]
+        how = self.backends.role_config(role).instructions
+        p = replace(self.params, max_new_tokens=self.backends.budget(role, max_new_tokens))
+        who = self.backends.role_identity(role)
+        recs = cached_generate(
+            ids,
+            conversations,
+            chat_fn(backend, conversations, p, step, how),
+            self.directory / f"{step}.jsonl",
+            fingerprint(who, asdict(p)),
+        )
+        bad = [n for n, r in enumerate(recs) if _problem(r)]
+        if bad:
+            q = replace(p, seed=p.seed + 1)
+            again = cached_generate(
+                [ids[n] for n in bad],
+                [conversations[n] for n in bad],
+                chat_fn(backend, [conversations[n] for n in bad], q, f"{step} (retry)", how),
+                self.directory / f"{step}.retry.jsonl",
+                fingerprint(who, asdict(q)),
+            )
+            for n, r in zip(bad, again):
+                recs[n] = r
+        missing = sum(1 for r in recs if _problem(r))
+        self.stats[step] = {
+            "calls": len(recs),
+            "failed": len(bad),
+            "recovered_by_retry": len(bad) - missing,
+            "missing": missing,
+        }
+        return [None if _problem(r) else strip_reasoning(r["raw"]) for r in recs]
+
+
+def _problem(rec: dict) -> str | None:
+    return answer_problem(
+        Completion(rec["raw"], rec.get("reasoning", ""), rec.get("finish_reason", "stop"))
+    )
 
 
 def soft_generate_fn(

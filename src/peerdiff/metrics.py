@@ -188,47 +188,66 @@ def bertscore(
 
 # ----------------------------------------------------------------------------- LLM judge
 
+# The papers' 0-10 rubric (DPL's evaluation), criteria as published; the user turn ends with
+# the "[Score]: " cue and the answer must start with the score.
 JUDGE_SYSTEM = (
     "You are an impartial evaluator tasked with assessing how well an AI-generated item review "
     "is personalized for a specific user. Based on the provided item title and description, "
     "the user's rating for this item, and the review title, assign a score to the "
     "AI-generated review by comparing it to the user's real review.\n"
     "[Scoring Criteria]:\n"
-    "[Score 0]: completely unrelated to the user's real review; it does not describe the item "
-    "correctly or reflect the user's personal thoughts and preferences.\n"
-    "[Score 2]: a weak connection; it may mention the item but misses the key points and "
-    "personal thoughts of the user.\n"
-    "[Score 4]: partially matches; some key points, but important details are missing and it "
-    "may feel too general.\n"
-    "[Score 6]: mostly matches; covers the main points but misses some details or personal "
-    "thoughts.\n"
-    "[Score 8]: very similar; captures the user's thoughts and preferences well, with small "
-    "differences.\n"
-    "[Score 10]: almost the same; all key details, thoughts and preferences as the user "
+    "[Score 0]: The AI-generated review is completely unrelated to the user's real review. It "
+    "does not describe the item correctly or reflects the user's personal thoughts and "
+    "preferences.\n"
+    "[Score 2]: The AI-generated review has a weak connection to the user's real review. It "
+    "may mention the item but does not include the key points or personal thoughts that the "
+    "user included.\n"
+    "[Score 4]: The AI-generated review partially matches the user's real review. Some key "
+    "points are included, but important details are missing, and the review may feel too "
+    "general or not personal enough.\n"
+    "[Score 6]: The AI-generated review mostly matches the user's real review. It covers the "
+    "main points but may miss some details or personal thoughts that the user included.\n"
+    "[Score 8]: The AI-generated review is very similar to the user's real review. It "
+    "captures the user's thoughts and preferences well, with only small differences.\n"
+    "[Score 10]: The AI-generated review is almost the same as the user's real review. It "
+    "includes all key details, personal thoughts, and preferences exactly as the user "
     "expressed them.\n"
     "Output the numerical score only."
 )
-_SCORE = re.compile(r"(?<![\d.])((?:10|[0-9])(?:\.\d+)?)(?![\d])")
+_SCORE = re.compile(r"^\s*(?:\[?score\]?\s*:?\s*)?(\d+(?:\.\d+)?)(?![\d.])", re.I)
 
 
 def judge_conversation(
     pred: str, ref: str, item_title: str, item_desc: str, rating: float, title: str
 ) -> list[dict[str, str]]:
-    """The papers' 0-10 rubric comparing a generated review with the real one."""
+    """The judge's input: item, rating, review title, the real and the generated review,
+    then the ``[Score]: `` cue."""
     user = (
-        f"[Item Title]: {item_title}\n[Item Description]: {item_desc[:1000]}\n"
-        f"[User's Rating]: {rating:g}\n[Review Title]: {title}\n"
-        f"[User's Real Review]: {ref}\n[AI-generated Review]: {pred}\n"
+        f"[Item Title]: {item_title}\n[Item Description]: {item_desc}\n"
+        f"[Review Rating]: {rating:g}\n[Review Title]: {title}\n"
+        f"[User's real review]: {ref}\n[AI-generated review]: {pred}\n"
+        "[Score]: "
     )
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 
-def parse_judge(text: str) -> float:
-    """The first score 0..10 in a judge's answer, ``nan`` when there is none."""
-    from peerdiff.backends.base import strip_reasoning
+def parse_judge(answer) -> float:
+    """The score 0..10 an answer starts with (after any closed reasoning), else ``nan``.
 
-    m = _SCORE.search(strip_reasoning(text))
-    return float(m.group(1)) if m else float("nan")
+    ``answer``: text or a :class:`~peerdiff.backends.base.Completion`. Cut at the budget,
+    thinking without ``</think>``, text before the number ("Okay, the user rated it 5...")
+    or a number above 10: ``nan`` (missing, left out of the mean).
+    """
+    from peerdiff.backends.base import Completion, answer_problem, strip_reasoning
+
+    c = answer if isinstance(answer, Completion) else Completion(answer)
+    if answer_problem(c) is not None:
+        return float("nan")
+    m = _SCORE.match(strip_reasoning(c.text))
+    if not m:
+        return float("nan")
+    v = float(m.group(1))
+    return v if 0 <= v <= 10 else float("nan")
 
 
 @dataclass

@@ -275,6 +275,16 @@ def to_markdown(report: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    if report.get("deviations"):
+        lines += [
+            "## Deviations from the published profile",
+            "",
+            "Settings of this run that differ from the DPL/DRP reference code "
+            "(`configs/paper.yaml`):",
+            "",
+            *[f"- {d}" for d in report["deviations"]],
+            "",
+        ]
     if report.get("training"):
         rows = []
         for method, st in report["training"].items():
@@ -311,6 +321,7 @@ def write_report(
         for d in sorted((run_dir / "train").glob("*/state.json"))
         if read_json(d).get("epochs")
     }
+    report["deviations"] = _deviations(run_dir)
     report["probe"] = sorted(
         (read_json(d) for d in (run_dir / "probe").glob("*/summary.json")),
         key=lambda p: (_order(p["method"]), p["split"]),
@@ -357,3 +368,20 @@ def write_report(
     if (train / "log.jsonl").exists():
         plot_training(train, out / "training.png")
     return out
+
+
+def _deviations(run_dir: Path) -> list[str]:
+    """The run's deviations from the published profile (from its ``config.yaml``)."""
+    import yaml
+
+    from peerdiff.config import RunConfig, from_dict
+    from peerdiff.errors import ConfigError
+    from peerdiff.paper import deviations
+
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return []
+    try:
+        return deviations(from_dict(RunConfig, yaml.safe_load(path.read_text())))
+    except ConfigError:  # written by another version
+        return []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from peerdiff.config import RunConfig
 from peerdiff.metrics import LABELS, METRICS, OPTIONAL_METRICS, format_score
 from peerdiff.stage import atomic_path, read_json, write_json
 
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 
 
 class Timings:
@@ -225,3 +226,42 @@ def write_results(run_dir: Path, rows: list[dict[str, Any]], name: str) -> None:
     )
     with atomic_path(run_dir / f"results-{name}.md") as tmp:
         tmp.write_text(table)
+
+
+def print_dry_run(cfg: RunConfig, names: list[str] | None = None) -> dict[str, Any]:
+    """``peerdiff run --dry-run``: prompt lengths and budgets per method and step, and the
+    deviations from the published profile; nothing is generated."""
+    from peerdiff.paper import dry_run
+
+    out = dry_run(cfg, names)
+    t = Table(title=f"{cfg.name}: dry run (tokens: {out['tokenizer']})")
+    for col in (
+        "method",
+        "step",
+        "role",
+        "prompts",
+        "min",
+        "median",
+        "max",
+        "over budget",
+        "new tokens",
+    ):
+        t.add_column(col, justify="left" if col in ("method", "step", "role") else "right")
+    for name, steps in out["methods"].items():
+        for step, v in steps.items():
+            t.add_row(
+                name,
+                step,
+                v["role"],
+                str(v["prompts"]),
+                str(v["tokens_min"]),
+                f"{v['tokens_median']:.0f}",
+                str(v["tokens_max"]),
+                f"{v['over_budget']} (> {cfg.prompt.max_prompt_tokens})",
+                str(v["max_new_tokens"]),
+            )
+    console.print(t)
+    devs = out["deviations"]
+    console.print("deviations from the published profile: " + ("; ".join(devs) if devs else "none"))
+    write_json(cfg.run_path / f"dry-run-{cfg.name}.json", out)
+    return out

@@ -47,3 +47,31 @@ def test_clip_and_prefix():
     assert strip_prefix("[Review]: great") == "great"
     assert strip_prefix("[review text]:  fine") == "fine"
     assert strip_prefix("plain") == "plain"
+
+
+class _Docs:
+    """A stand-in benchmark: review ``r``'s BM25 document is ``titles[r]`` (no description)."""
+
+    def __init__(self, titles):
+        from peerdiff.data.schema import Item
+
+        self.titles = titles
+        self.item_ids = [f"i{r}" for r in range(len(titles))]
+        self._item = Item("x", "", "")
+
+    def item(self, item_id):
+        return self._item
+
+
+def test_bm25_top_k_is_pinned_for_both_tokenizers():
+    """Computed by hand with rank_bm25's BM25Okapi (k1 1.5, b 0.75, negative idf -> 0.25 x mean).
+
+    dpl tokens are case-sensitive: only d0 holds "Jazz" and "piano" (score > 0); the others
+    tie at 0 and the most recent wins, so the order is d0, d3, d2. words tokens lower-case
+    "Jazz": "jazz" is in 3 of 4 documents (idf < 0 -> 0.25 x mean idf = 0.151), so
+    d0 = 0.216 + 0.847 = 1.063, d3 (jazz x3) = 0.252, d1 (jazz x1) = 0.151, d2 = 0.
+    """
+    docs = _Docs(["Jazz Jazz piano", "jazz guitar solo", "Rock drums loud", "jazz jazz jazz"])
+    assert bm25_top(docs, [0, 1, 2, 3], "Jazz piano", 3, "dpl") == [0, 3, 2]
+    assert bm25_top(docs, [0, 1, 2, 3], "Jazz piano", 3, "words") == [0, 3, 1]
+    assert bm25_top(docs, [0, 1, 2, 3], "Jazz piano", 1, "dpl") == [0]

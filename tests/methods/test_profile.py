@@ -120,3 +120,62 @@ def test_pag_and_dpl_calls(real_ctx):
     assert list(call.calls) == ["extract", "summary"]
     sys_prompt = call.calls["extract"][2][0][0]["content"]
     assert "[Writing Style]" in sys_prompt and "[Emotional Style]" in sys_prompt
+
+
+def test_a_sample_without_an_eligible_item_gets_the_pag_summary(real_ctx):
+    """No past item has enough other reviewers: DPL asks for PAG's summary, never for a
+    profile of "0 items"."""
+    from peerdiff.config import PipelineConfig
+    from peerdiff.methods.dpl import DPL
+
+    samples = real_ctx.bench.samples("test")[:3]
+    call = FakeCall()
+    P = DPL(PipelineConfig(min_peers=10_000)).prompts(samples, real_ctx, call)
+    assert "extract" not in call.calls or call.calls["extract"][1] == []
+    for conv in call.calls["summary"][2]:
+        assert "0 items" not in conv[0]["content"]
+        assert conv[0]["content"].startswith("Given the current user's past reviews")
+    assert P.stats["samples_with_pag_summary"] == 3 and P.stats["samples_without_items"] == 3
+
+
+def test_missing_answers_are_left_out(real_ctx):
+    """A failed extraction is not summarized; a failed summary is not shown to the generator."""
+    from peerdiff.config import PipelineConfig
+    from peerdiff.methods.dpl import DPL
+
+    class Failing(FakeCall):
+        def __call__(self, step, role, ids, convs, max_new_tokens):
+            out = super().__call__(step, role, ids, convs, max_new_tokens)
+            return [None if (step == "extract" and i.endswith("#0")) or step == "summary" else o for i, o in zip(ids, out)]
+
+    samples = real_ctx.bench.samples("test")[:3]
+    call = Failing()
+    P = DPL(PipelineConfig(min_peers=2, n_items=2)).prompts(samples, real_ctx, call)
+    for conv in call.calls["summary"][2]:
+        assert "#0" not in conv[1]["content"] and "None" not in conv[1]["content"]
+    for conv in P.conversations:
+        assert "[User's Profile Summary]" not in conv[1]["content"]
+        assert "profile summary" not in conv[0]["content"]
+
+
+@pytest.mark.parametrize("name", ["pag", "dpl"])
+def test_summarizer_and_generator_prompts_fit_the_budget(real_ctx, name):
+    from dataclasses import replace
+
+    from peerdiff.config import PipelineConfig
+    from peerdiff.methods.dpl import DPL
+    from peerdiff.methods.pag import PAG
+
+    budget = 200
+    ctx = replace(real_ctx, prompt=replace(real_ctx.prompt, max_prompt_tokens=budget))
+    samples = real_ctx.bench.samples("test")[:4]
+    call = FakeCall()
+    cfg = PipelineConfig(min_peers=2, n_items=2, past_reviews=8)
+    P = (PAG(cfg) if name == "pag" else DPL(cfg)).prompts(samples, ctx, call)
+    n = ctx.count_tokens
+    for conv in [*call.calls["summary"][2], *P.conversations]:
+        assert n(conv[0]["content"] + conv[1]["content"]) <= budget
+    full = (PAG(cfg) if name == "pag" else DPL(cfg)).prompts(samples, real_ctx, FakeCall())
+    assert sum(map(len, (c[1]["content"] for c in full.conversations))) > sum(
+        map(len, (c[1]["content"] for c in P.conversations))
+    )  # really trimmed

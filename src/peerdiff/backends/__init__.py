@@ -115,4 +115,21 @@ class Backends:
         return {"openai": b.model, "base_url": b.base_url}
 
     def role_identity(self, role: str) -> dict[str, Any]:
-        return self.identity(getattr(self.cfg.roles, role))
+        name = getattr(self.cfg.roles, role)
+        b = self.cfg.backends[name]
+        ident = self.identity(name)
+        if b.reasoning or b.instructions != "system":  # what reaches the model changes
+            ident = {**ident, "reasoning": b.reasoning, "instructions": b.instructions}
+            if b.reasoning:
+                ident["reasoning_tokens"] = b.reasoning_tokens
+        return ident
+
+    def role_config(self, role: str):
+        """The :class:`BackendConfig` of the backend doing ``role``."""
+        return self.cfg.backends[getattr(self.cfg.roles, role)]
+
+    def budget(self, role: str, answer_tokens: int) -> int:
+        """A role's token budget: its answer budget, plus the thinking budget of a reasoning
+        backend."""
+        b = self.role_config(role)
+        return answer_tokens + (b.reasoning_tokens if b.reasoning else 0)

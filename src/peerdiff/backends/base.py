@@ -1,4 +1,5 @@
-"""The one interface every LLM call goes through, and its generation parameters."""
+"""The one interface every LLM call goes through, its generation parameters, and what a
+call returns (:class:`Completion`: the answer, any separate reasoning, the finish reason)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,30 @@ class GenParams:
     penalty_scope: str = "generated"  # "generated": own output only; "prompt": + prompt tokens
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One reply.
+
+    Attributes:
+        text: the answer (``""`` when the server sent none).
+        reasoning: thinking a server returned separately (``reasoning_content``).
+        finish_reason: ``stop`` (the model ended), ``length`` (cut at the token budget).
+    """
+
+    text: str
+    reasoning: str = ""
+    finish_reason: str = "stop"
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """Generates one reply per conversation (batched internally as the backend sees fit)."""
 
     name: str
+
+    def complete(
+        self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
+    ) -> list[Completion]: ...
 
     def chat(
         self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
@@ -32,7 +52,39 @@ class ChatBackend(Protocol):
 
 
 def strip_reasoning(text: str) -> str:
-    """Drop a reasoning model's thinking: everything up to the last ``</think>``."""
+    """Drop a reasoning model's thinking: everything up to the last ``</think>``.
+
+    Thinking that never closed (``<think>`` without ``</think>``) has no answer: ``""``.
+    """
     if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
+        return text.rsplit("</think>", 1)[1].strip()
+    if "<think>" in text:
+        return ""
     return text.strip()
+
+
+def answer_problem(c: Completion) -> str | None:
+    """Why a completion cannot be used as an answer, or ``None`` when it can.
+
+    Cut at the token budget, thinking without its closing ``</think>``, or no answer after
+    the thinking: each is a failed call, never text to pass on.
+    """
+    if c.finish_reason == "length":
+        return "cut at the token budget (finish_reason=length)"
+    if "<think>" in c.text and "</think>" not in c.text:
+        return "thinking never closed (<think> without </think>)"
+    if not strip_reasoning(c.text):
+        return "no answer" + (" after the reasoning" if c.reasoning or "</think>" in c.text else "")
+    return None
+
+
+def arrange(conversation: list[Message], instructions: str = "system") -> list[Message]:
+    """The conversation as a backend wants it: ``user`` moves the system message to the top of
+    the first user turn (DeepSeek-R1 models are used without a system prompt)."""
+    if instructions != "user" or not conversation or conversation[0]["role"] != "system":
+        return conversation
+    system, rest = conversation[0]["content"], list(conversation[1:])
+    if rest and rest[0]["role"] == "user":
+        rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
+        return rest
+    return [{"role": "user", "content": system}, *rest]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from peerdiff.backends.base import GenParams, Message
+from peerdiff.backends.base import Completion, GenParams, Message
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
 from peerdiff.model.lm import cache_kw, pad_batch
@@ -66,6 +66,13 @@ class HFBackend:
     ) -> list[str]:
         return self.generate_ids([self.encode(c) for c in conversations], params, desc)
 
+    def complete(
+        self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
+    ) -> list[Completion]:
+        """Replies with their finish reason (``length`` when the budget ran out first)."""
+        out = self._generate([self.encode(c) for c in conversations], params, desc, full=True)
+        return out
+
     def generate_ids(
         self, prompts: Sequence[list[int]], params: GenParams, desc: str = "generate"
     ) -> list[str]:
@@ -98,7 +105,8 @@ class HFBackend:
         params: GenParams,
         desc: str,
         embeds: Callable[[list[int], torch.Tensor], torch.Tensor] | None = None,
-    ) -> list[str]:
+        full: bool = False,
+    ) -> list:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
         pad = self.tokenizer.pad_token_id
@@ -110,7 +118,11 @@ class HFBackend:
             gen = torch.Generator(device="cpu").manual_seed(params.seed + b)
             emb = embeds(idx, ids) if embeds is not None else None
             for row, toks in enumerate(self.decode(ids, mask, params, emb, gen)):
-                out[idx[row]] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                if full:  # EOS is never kept: a full-length output ran out of budget
+                    done = "length" if len(toks) >= params.max_new_tokens else "stop"
+                    text = Completion(text, finish_reason=done)
+                out[idx[row]] = text
             bar.update(len(idx))
         bar.close()
         return out

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from peerdiff.backends.base import GenParams, Message
+from peerdiff.backends.base import Completion, GenParams, Message
 from peerdiff.errors import BackendError, DependencyError
 
 
@@ -51,7 +51,7 @@ class OpenAIBackend:
         )
         self.name = f"openai:{model}@{self.base_url}"
 
-    def _one(self, conversation: list[Message], params: GenParams) -> str:
+    def _one(self, conversation: list[Message], params: GenParams) -> Completion:
         kwargs = dict(
             model=self.model,
             messages=conversation,
@@ -75,12 +75,29 @@ class OpenAIBackend:
             ) from e
         if not resp.choices:
             raise BackendError(f"{self.base_url} returned no choices for model {self.model!r}")
-        return (resp.choices[0].message.content or "").strip()
+        choice = resp.choices[0]
+        msg = choice.message
+        # servers with a reasoning parser (vLLM, DeepSeek) split the thinking off
+        extra = getattr(msg, "model_extra", None) or {}
+        reasoning = (
+            getattr(msg, "reasoning_content", None)
+            or extra.get("reasoning_content")
+            or extra.get("reasoning")
+            or ""
+        )
+        return Completion(
+            (msg.content or "").strip(), str(reasoning), choice.finish_reason or "stop"
+        )
 
     def chat(
         self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
     ) -> list[str]:
-        out: list[str] = [""] * len(conversations)
+        return [c.text for c in self.complete(conversations, params, desc)]
+
+    def complete(
+        self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
+    ) -> list[Completion]:
+        out: list[Completion] = [Completion("")] * len(conversations)
         with (
             ThreadPoolExecutor(self.concurrency) as pool,
             tqdm(

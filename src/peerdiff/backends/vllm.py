@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from peerdiff.backends.base import GenParams, Message
+from peerdiff.backends.base import Completion, GenParams, Message
 from peerdiff.errors import DependencyError
 
 
@@ -98,11 +98,22 @@ class VLLMBackend:
     def chat(
         self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
     ) -> list[str]:
+
+        return [c.text for c in self.complete(conversations, params, desc)]
+
+    def complete(
+        self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
+    ) -> list[Completion]:
         from vllm.inputs import TokensPrompt
 
         inputs = [TokensPrompt(prompt_token_ids=self.encode(c)) for c in conversations]
         outs = self.llm.generate(inputs, self.sampling(params), use_tqdm=len(inputs) > 1)
-        return [o.outputs[0].text.strip() for o in outs]
+        return [
+            Completion(
+                o.outputs[0].text.strip(), finish_reason=o.outputs[0].finish_reason or "stop"
+            )
+            for o in outs
+        ]
 
     def generate_ids(
         self, prompts: Sequence[list[int]], params: GenParams, desc: str = ""

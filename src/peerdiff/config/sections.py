@@ -34,12 +34,31 @@ class LLMConfig:
 
 @dataclass
 class PromptConfig:
-    max_desc_chars: int = field(default=300, metadata={"help": "item description, truncated"})
-    max_review_chars: int = field(default=300, metadata={"help": "each past review's text"})
+    """What every method's prompts show, and their limits."""
+
+    max_desc_chars: int | None = field(
+        default=300, metadata={"help": "item description, truncated (null: whole)"}
+    )
+    max_review_chars: int | None = field(
+        default=300, metadata={"help": "each past review's text (null: whole)"}
+    )
     max_prompt_tokens: int = field(default=1024, metadata={"help": "drop past reviews to fit"})
+    style: Literal["reference", "small-model"] = field(
+        default="reference",
+        metadata={
+            "help": "reference: the papers' generator prompt ([Review]: <review> format); "
+            "small-model: a closing instruction that keeps a 135M model on task"
+        },
+    )
+    past_descriptions: bool = field(
+        default=True, metadata={"help": "item descriptions in past-review blocks (papers: yes)"}
+    )
 
     def __post_init__(self) -> None:
-        _positive(self, "prompt", "max_desc_chars", "max_review_chars", "max_prompt_tokens")
+        _positive(self, "prompt", "max_prompt_tokens")
+        for name in ("max_desc_chars", "max_review_chars"):
+            if getattr(self, name) is not None:
+                _positive(self, "prompt", name)
 
 
 @dataclass
@@ -71,6 +90,13 @@ class GenerateConfig:
 @dataclass
 class RagConfig:
     k: int = field(default=4, metadata={"help": "past reviews retrieved by BM25"})
+    tokenizer: Literal["dpl", "words"] = field(
+        default="dpl",
+        metadata={
+            "help": "BM25 tokens: dpl = whitespace split, case-sensitive (the published code); "
+            "words = lower-case \\w+ runs"
+        },
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "rag", "k")
@@ -85,9 +111,14 @@ class EvalConfig:
     nll: bool = field(default=True, metadata={"help": "target NLL under each method's prompt"})
     nll_target_tokens: int = field(default=128, metadata={"help": "target tokens scored"})
     nll_batch_size: int = 8
+    judge_max_tokens: int = field(
+        default=64, metadata={"help": "judge answer budget (+ reasoning_tokens if it thinks)"}
+    )
 
     def __post_init__(self) -> None:
-        _positive(self, "evaluate", "bootstrap", "nll_target_tokens", "nll_batch_size")
+        _positive(
+            self, "evaluate", "bootstrap", "nll_target_tokens", "nll_batch_size", "judge_max_tokens"
+        )
 
 
 @dataclass
@@ -245,9 +276,23 @@ class BackendConfig:
     concurrency: int = field(default=8, metadata={"help": "openai: requests in flight"})
     timeout: float = field(default=120.0, metadata={"help": "openai: seconds per request"})
     max_retries: int = field(default=3, metadata={"help": "openai: retries with backoff"})
+    reasoning: bool = field(
+        default=False,
+        metadata={
+            "help": "a model that thinks before answering (R1-style): its calls get "
+            "reasoning_tokens more budget, and unfinished thinking is a failed call"
+        },
+    )
+    reasoning_tokens: int = field(
+        default=2048, metadata={"help": "thinking budget added to each role's answer budget"}
+    )
+    instructions: Literal["system", "user"] = field(
+        default="system",
+        metadata={"help": "where a role's instructions go; user: top of the user turn (R1)"},
+    )
 
     def validate(self, name: str) -> None:
-        _positive(self, f"backends.{name}", "concurrency", "timeout")
+        _positive(self, f"backends.{name}", "concurrency", "timeout", "reasoning_tokens")
         if self.max_retries < 0:
             raise ConfigError(f"backends.{name}.max_retries must be >= 0, got {self.max_retries}")
         if self.type == "openai" and not self.model:
@@ -276,7 +321,9 @@ class PipelineConfig:
     extract_max_tokens: int = 256
     validate_max_tokens: int = 256
     summary_max_tokens: int = 160
-    max_review_chars: int = field(default=400, metadata={"help": "each review in extraction"})
+    max_review_chars: int | None = field(
+        default=400, metadata={"help": "each review in extraction (null: whole)"}
+    )
 
     def __post_init__(self) -> None:
         _positive(
@@ -288,7 +335,8 @@ class PipelineConfig:
             "extract_max_tokens",
             "validate_max_tokens",
             "summary_max_tokens",
-            "max_review_chars",
         )
+        if self.max_review_chars is not None:
+            _positive(self, "pipeline", "max_review_chars")
         if self.min_peers < 1:
             raise ConfigError(f"pipeline.min_peers must be >= 1, got {self.min_peers}")

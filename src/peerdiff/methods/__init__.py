@@ -28,7 +28,7 @@ def _nonperso(cfg: RunConfig):
 def _rag(cfg: RunConfig):
     from peerdiff.methods.rag import RAG
 
-    return RAG(k=cfg.rag.k)
+    return RAG(k=cfg.rag.k, tokenizer=cfg.rag.tokenizer)
 
 
 def _pipeline(name: str):
@@ -37,7 +37,7 @@ def _pipeline(name: str):
         from peerdiff.methods.drp import DRP
         from peerdiff.methods.pag import PAG
 
-        return {"pag": PAG, "dpl": DPL, "drp": DRP}[name](cfg.pipeline)
+        return {"pag": PAG, "dpl": DPL, "drp": DRP}[name](cfg.pipeline, cfg.rag.tokenizer)
 
     return build
 

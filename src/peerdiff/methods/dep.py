@@ -105,15 +105,15 @@ class DEP(SoftMethod):
             + "[User's Past Reviews]:\n"
             + "".join(blocks)
             + prompts.output_fields(target)
-            + "\n"
-            + prompts.CLOSING
+            + prompts.closing(ctx.prompt)
         )
         if d.compact:
-            system = prompts.system_prompt(", along with the user's past reviews")
+            system = prompts.system_prompt(", along with the user's past reviews", ctx.prompt)
             return prompts.conversation(system + "\n" + NOTE_COMPACT, user)
         system = prompts.system_prompt(
             ", along with the user's past reviews (with their review embeddings and review "
-            "difference embeddings)"
+            "difference embeddings)",
+            ctx.prompt,
         )
         return prompts.conversation(system + "\n" + NOTE, user)
 

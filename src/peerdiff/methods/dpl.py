@@ -20,7 +20,14 @@ from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.schema import Review, Sample
 from peerdiff.methods import prompts
 from peerdiff.methods.base import Call, Context, Prompts
-from peerdiff.methods.pag import generator_conversation, past_reviews_block, retrieved, strip_label
+from peerdiff.methods.pag import (
+    PAG_SUMMARIZER,
+    generator_conversation,
+    past_review_blocks,
+    retrieved,
+    strip_label,
+    summarizer_conversation,
+)
 from peerdiff.methods.rag import bm25_top, rag_query
 
 DPL_EXTRACTOR = (
@@ -92,8 +99,9 @@ class DPL:
     extractor_prompt = DPL_EXTRACTOR
     summary_what = "in writing style, emotional style, and semantic style"
 
-    def __init__(self, cfg: PipelineConfig, seed: int = 42) -> None:
+    def __init__(self, cfg: PipelineConfig, tokenizer: str = "dpl", seed: int = 42) -> None:
         self.cfg = cfg
+        self.tokenizer = tokenizer
         self.seed = seed
 
     def _review_block(self, title: str, r: Review, limit: int) -> str:
@@ -102,13 +110,15 @@ class DPL:
             f"- [Review Text]: {prompts.clip(r.text, limit)}\n"
         )
 
-    def extraction_input(self, bench: Benchmark, review: int, others: Sequence[int]) -> str:
+    def extraction_input(
+        self, bench: Benchmark, review: int, others: Sequence[int], desc_chars: int | None
+    ) -> str:
         r = bench.review(review)
         item = bench.item(r.item_id)
         lim = self.cfg.max_review_chars
         return (
             f"[Item Information]:\n- [Item Title]: {item.title}\n"
-            f"- [Item Description]: {prompts.clip(item.description, lim)}\n"
+            f"- [Item Description]: {prompts.clip(item.description, desc_chars)}\n"
             + self._review_block("Review by the current user", r, lim)
             + "".join(
                 self._review_block(f"Review by the other user {n + 1}", bench.review(o), lim)
@@ -119,7 +129,7 @@ class DPL:
     def select(self, bench: Benchmark, peers: PeerIndex, vectors: np.ndarray, s: Sample) -> Pairs:
         """Up to N (review, representative peers) pairs for a sample."""
         cand = [r for r in s.profile if len(peers.peers(r)) >= self.cfg.min_peers]
-        chosen = bm25_top(bench, cand, rag_query(bench, s), self.cfg.n_items)
+        chosen = bm25_top(bench, cand, rag_query(bench, s), self.cfg.n_items, self.tokenizer)
         out = []
         for r in chosen:
             p = peers.peers(r)
@@ -128,16 +138,18 @@ class DPL:
         return out
 
     def differences(
-        self, bench: Benchmark, pairs: list[Pairs], ids: list[str], call: Call
-    ) -> tuple[list[str], dict]:
-        """Difference descriptions (reasoning stripped), one per (sample, item) id, and stats."""
+        self, ctx: Context, pairs: list[Pairs], ids: list[str], call: Call
+    ) -> tuple[list[str | None], dict]:
+        """Difference descriptions, one per (sample, item) id (``None``: a failed call), and
+        stats."""
         convs: list[list[Message]] = []
         for sample_pairs in pairs:
             for r, others in sample_pairs:
                 system = self.extractor_prompt.format(n=len(others))
-                convs.append(prompts.conversation(system, self.extraction_input(bench, r, others)))
+                user = self.extraction_input(ctx.bench, r, others, ctx.prompt.max_desc_chars)
+                convs.append(prompts.conversation(system, user))
         raw = call("extract", "extractor", ids, convs, self.cfg.extract_max_tokens)
-        return [strip_reasoning(x) for x in raw], {}
+        return [None if x is None else strip_reasoning(x) for x in raw], {}
 
     def prompts(self, samples: Sequence[Sample], ctx: Context, call: Call | None = None) -> Prompts:
         assert call is not None, f"{self.name} calls an extractor and a summarizer"
@@ -146,28 +158,30 @@ class DPL:
         peers = PeerIndex(bench)
         pairs = [self.select(bench, peers, ctx.vectors, s) for s in samples]
         ids = [f"{s.sample_id}#{j}" for s, ps in zip(samples, pairs) for j in range(len(ps))]
-        diffs, stats = self.differences(bench, pairs, ids, call)
+        diffs, stats = self.differences(ctx, pairs, ids, call)
         per_sample, k = [], 0  # regroup per sample
         for ps in pairs:
             per_sample.append(diffs[k : k + len(ps)])
             k += len(ps)
-        past = retrieved(bench, samples, self.cfg.past_reviews)
-        summ_convs = []
+        past = retrieved(bench, samples, self.cfg.past_reviews, self.tokenizer)
+        summ_convs, fallback = [], 0
         for ps, ds, p in zip(pairs, per_sample, past):
             blocks = [
                 f"[Item Title]: {bench.item(bench.item_ids[r]).title}\n"
                 f"[Item Description]: {prompts.clip(bench.item(bench.item_ids[r]).description, pc.max_desc_chars)}\n"
                 f"[Differences between the current user's review and the other user's reviews]:\n{d}\n"
                 for (r, _), d in zip(ps, ds)
+                if d is not None  # a failed call is left out, never passed on
             ]
-            n = len(ps)
-            system = SUMMARIZER.format(
-                items="an item" if n == 1 else f"{n} items", what=self.summary_what
+            n = len(blocks)
+            if n:
+                items = "an item" if n == 1 else f"{n} items"
+                system = SUMMARIZER.format(items=items, what=self.summary_what)
+            else:  # no item to compare (or no description came back): PAG's summary
+                system, fallback = PAG_SUMMARIZER, fallback + 1
+            summ_convs.append(
+                summarizer_conversation(system, blocks, past_review_blocks(bench, p, pc), ctx)
             )
-            user = (
-                "\n".join(blocks) + "\n[User's Past Reviews]:\n" + past_reviews_block(bench, p, pc)
-            )
-            summ_convs.append(prompts.conversation(system, user))
         raw = call(
             "summary",
             "summarizer",
@@ -176,12 +190,15 @@ class DPL:
             self.cfg.summary_max_tokens,
         )
         convs = [
-            generator_conversation(bench, s, p, strip_label(r), pc)
-            for s, p, r in zip(samples, past, raw)
+            generator_conversation(ctx, s, p, strip_label(r)) for s, p, r in zip(samples, past, raw)
         ]
-        return Prompts(
-            convs, stats={**self._stats(pairs), **stats, **self.feature_stats(samples, per_sample)}
-        )
+        stats = {
+            **self._stats(pairs),
+            "samples_with_pag_summary": fallback,
+            **stats,
+            **self.feature_stats(samples, per_sample),
+        }
+        return Prompts(convs, stats=stats)
 
     def _stats(self, pairs: list[Pairs]) -> dict:
         n = np.array([len(p) for p in pairs])
@@ -192,5 +209,5 @@ class DPL:
             "peers_per_item_mean": round(float(np.mean(reps)), 2) if reps else 0.0,
         }
 
-    def feature_stats(self, samples: Sequence[Sample], per_sample: list[list[str]]) -> dict:
+    def feature_stats(self, samples: Sequence[Sample], per_sample: list[list[str | None]]) -> dict:
         return {}

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from peerdiff.backends.base import strip_reasoning
-from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.schema import Sample
 from peerdiff.methods import prompts
-from peerdiff.methods.base import Call
+from peerdiff.methods.base import Call, Context
 from peerdiff.methods.dpl import DPL, Pairs
 
 DRP_EXTRACTOR = (
@@ -82,35 +81,46 @@ class DRP(DPL):
     summary_what = "along the listed stylistic dimensions"
 
     def differences(
-        self, bench: Benchmark, pairs: list[Pairs], ids: list[str], call: Call
-    ) -> tuple[list[str], dict]:
-        extracted, _ = super().differences(bench, pairs, ids, call)
-        convs = []
-        k = 0
+        self, ctx: Context, pairs: list[Pairs], ids: list[str], call: Call
+    ) -> tuple[list[str | None], dict]:
+        """Validated descriptions; an extraction that failed is not validated (``None``)."""
+        extracted, _ = super().differences(ctx, pairs, ids, call)
+        convs, which, k = [], [], 0
         for sample_pairs in pairs:
             for r, others in sample_pairs:
-                user = (
-                    self.extraction_input(bench, r, others)
-                    + "\n[Extracted Differences]:\n"
-                    + extracted[k]
-                    + "\n"
-                )
-                convs.append(prompts.conversation(DRP_VALIDATOR, user))
+                if extracted[k] is not None:
+                    user = (
+                        self.extraction_input(ctx.bench, r, others, ctx.prompt.max_desc_chars)
+                        + "\n[Extracted Differences]:\n"
+                        + extracted[k]
+                        + "\n"
+                    )
+                    convs.append(prompts.conversation(DRP_VALIDATOR, user))
+                    which.append(k)
                 k += 1
-        raw = call("validate", "validator", ids, convs, self.cfg.validate_max_tokens)
-        validated = [strip_reasoning(x) for x in raw]
+        raw = call(
+            "validate", "validator", [ids[k] for k in which], convs, self.cfg.validate_max_tokens
+        )
+        validated: list[str | None] = [None] * len(extracted)
+        for k, x in zip(which, raw):
+            validated[k] = None if x is None else strip_reasoning(x)
         stats = {
-            "features_extracted_per_item_mean": _mean([len(parse_features(d)) for d in extracted]),
-            "features_kept_per_item_mean": _mean([len(parse_features(d)) for d in validated]),
+            "features_extracted_per_item_mean": _mean(
+                [len(parse_features(d)) for d in extracted if d is not None]
+            ),
+            "features_kept_per_item_mean": _mean(
+                [len(parse_features(d)) for d in validated if d is not None]
+            ),
         }
         return validated, stats
 
-    def feature_stats(self, samples: Sequence[Sample], per_sample: list[list[str]]) -> dict:
+    def feature_stats(self, samples: Sequence[Sample], per_sample: list[list[str | None]]) -> dict:
         per_user: dict[str, set] = {}
         for s, ds in zip(samples, per_sample):
             feats = per_user.setdefault(s.user_id, set())
             for d in ds:
-                feats.update(parse_features(d))
+                if d is not None:
+                    feats.update(parse_features(d))
         counts = [len(v) for v in per_user.values()]
         return {
             "unique_valid_features_per_user_mean": _mean(counts),

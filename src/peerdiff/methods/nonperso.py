@@ -15,10 +15,9 @@ def nonperso_conversation(sample: Sample, ctx: Context) -> list[Message]:
     user = (
         prompts.item_fields(ctx.bench, target, ctx.prompt)
         + prompts.output_fields(target)
-        + "\n"
-        + prompts.CLOSING
+        + prompts.closing(ctx.prompt)
     )
-    return prompts.conversation(prompts.system_prompt(), user)
+    return prompts.conversation(prompts.system_prompt(pc=ctx.prompt), user)
 
 
 class NonPerso:

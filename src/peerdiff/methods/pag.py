@@ -25,38 +25,67 @@ PAG_SUMMARIZER = (
 )
 
 
-def strip_label(text: str, label: str = "[Summary]:") -> str:
+def strip_label(text: str | None, label: str = "[Summary]:") -> str | None:
+    """The text after ``label`` (reasoning dropped); ``None`` (a missing answer) stays ``None``."""
+    if text is None:
+        return None
     t = strip_reasoning(text)
     i = t.lower().find(label.lower())
     return t[i + len(label) :].strip() if i >= 0 else t
 
 
+def past_review_blocks(bench: Benchmark, ids: Sequence[int], pc) -> list[str]:
+    return [prompts.past_review(bench, n + 1, bench.review(r), pc) for n, r in enumerate(ids)]
+
+
 def past_reviews_block(bench: Benchmark, ids: Sequence[int], pc) -> str:
-    return "".join(
-        prompts.past_review(bench, n + 1, bench.review(r), pc) for n, r in enumerate(ids)
-    )
+    return "".join(past_review_blocks(bench, ids, pc))
 
 
-def retrieved(bench: Benchmark, samples: Sequence[Sample], k: int) -> list[list[int]]:
+def summarizer_conversation(
+    system: str, blocks: Sequence[str], past: list[str], ctx: Context
+) -> list[Message]:
+    """A summarizer's input: ``blocks`` (differences), then the past reviews that fit
+    ``prompt.max_prompt_tokens`` (dropped last-first, then difference blocks too)."""
+    head, mid = "\n".join(blocks), "\n[User's Past Reviews]:\n"
+    if not blocks:
+        head, mid = "", "[User's Past Reviews]:\n"
+    budget, count = ctx.prompt.max_prompt_tokens, ctx.count_tokens
+    kept = prompts.fit_blocks(system + head + mid, past, "", budget, count)
+    if not kept and count(system + head + mid) > budget:  # differences alone are too long
+        kept_blocks = prompts.fit_blocks(system + mid, list(blocks), "", budget, count)
+        head = "\n".join(kept_blocks)
+    return prompts.conversation(system, head + mid + "".join(kept))
+
+
+def retrieved(
+    bench: Benchmark, samples: Sequence[Sample], k: int, tokenizer: str = "dpl"
+) -> list[list[int]]:
     """Each sample's ``k`` BM25-retrieved past reviews (DPL's selection)."""
-    return [bm25_top(bench, s.profile, rag_query(bench, s), k) for s in samples]
+    return [bm25_top(bench, s.profile, rag_query(bench, s), k, tokenizer) for s in samples]
 
 
 def generator_conversation(
-    bench: Benchmark, sample: Sample, past: Sequence[int], summary: str, pc
+    ctx: Context, sample: Sample, past: Sequence[int], summary: str | None
 ) -> list[Message]:
+    """The generator's prompt: item, past reviews (as many as fit ``prompt.max_prompt_tokens``),
+    the profile summary (left out when the summarizer's answer is missing), output fields."""
+    bench, pc = ctx.bench, ctx.prompt
     target = bench.review(sample.target)
-    user = (
-        prompts.item_fields(bench, target, pc)
-        + "[User's Past Reviews]:\n"
-        + past_reviews_block(bench, past, pc)
-        + f"[User's Profile Summary]:\n{summary}\n"
-        + prompts.output_fields(target)
-        + "\n"
-        + prompts.CLOSING
+    system = prompts.system_prompt(
+        ", along with the user's past reviews"
+        + (" and profile summary" if summary is not None else ""),
+        pc,
     )
-    system = prompts.system_prompt(", along with the user's past reviews and profile summary")
-    return prompts.conversation(system, user)
+    head = prompts.item_fields(bench, target, pc) + "[User's Past Reviews]:\n"
+    tail = (
+        (f"[User's Profile Summary]:\n{summary}\n" if summary is not None else "")
+        + prompts.output_fields(target)
+        + prompts.closing(pc)
+    )
+    blocks = past_review_blocks(bench, past, pc)
+    kept = prompts.fit_blocks(system + head, blocks, tail, pc.max_prompt_tokens, ctx.count_tokens)
+    return prompts.conversation(system, head + "".join(kept) + tail)
 
 
 class PAG:
@@ -64,16 +93,16 @@ class PAG:
 
     name = "pag"
 
-    def __init__(self, cfg: PipelineConfig) -> None:
+    def __init__(self, cfg: PipelineConfig, tokenizer: str = "dpl") -> None:
         self.cfg = cfg
+        self.tokenizer = tokenizer
 
     def prompts(self, samples: Sequence[Sample], ctx: Context, call: Call | None = None) -> Prompts:
         assert call is not None, "PAG calls a summarizer"
-        bench, pc = ctx.bench, ctx.prompt
-        past = retrieved(bench, samples, self.cfg.past_reviews)
+        past = retrieved(ctx.bench, samples, self.cfg.past_reviews, self.tokenizer)
         convs = [
-            prompts.conversation(
-                PAG_SUMMARIZER, "[User's Past Reviews]:\n" + past_reviews_block(bench, p, pc)
+            summarizer_conversation(
+                PAG_SUMMARIZER, [], past_review_blocks(ctx.bench, p, ctx.prompt), ctx
             )
             for p in past
         ]
@@ -81,7 +110,7 @@ class PAG:
         raw = call("summary", "summarizer", ids, convs, self.cfg.summary_max_tokens)
         return Prompts(
             [
-                generator_conversation(bench, s, p, strip_label(r), pc)
+                generator_conversation(ctx, s, p, strip_label(r))
                 for s, p, r in zip(samples, past, raw)
             ]
         )

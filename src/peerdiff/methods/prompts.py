@@ -19,15 +19,19 @@ TASK = (
     "Given the title and description of an item{extra}, and the output review rating and "
     "review title, generate a personalized item review for the user."
 )
+# style "reference": the papers' output format, in the system prompt
+REVIEW_FORMAT = "The review should be formatted as follows:\n[Review]: <review>"
+# style "small-model": a closing instruction that keeps a 135M model on task
 CLOSING = (
     "Now write the review text (a few sentences, first person). Do not repeat the fields above."
 )
 
 
-def clip(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters at a word boundary, with an ellipsis when cut."""
+def clip(text: str, limit: int | None) -> str:
+    """``text`` cut to ``limit`` characters at a word boundary, with an ellipsis when cut
+    (``None``: the whole text)."""
     text = text.strip()
-    if len(text) <= limit:
+    if limit is None or len(text) <= limit:
         return text
     cut = text[:limit]
     if not text[limit].isspace():  # cut inside a word: drop the partial word
@@ -35,8 +39,16 @@ def clip(text: str, limit: int) -> str:
     return cut.rstrip() + " ..."
 
 
-def system_prompt(extra: str = "") -> str:
-    return TASK.format(extra=extra)
+def system_prompt(extra: str = "", pc: PromptConfig | None = None) -> str:
+    """The generator's task; with the ``reference`` style, the papers' output format too."""
+    task = TASK.format(extra=extra)
+    return task if pc is not None and pc.style == "small-model" else task + "\n" + REVIEW_FORMAT
+
+
+def closing(pc: PromptConfig) -> str:
+    """What ends the generator's user turn: ``\n`` + the closing instruction (small-model
+    style), or nothing (the reference prompt ends with the output fields)."""
+    return "\n" + CLOSING if pc.style == "small-model" else ""
 
 
 def item_fields(bench: Benchmark, review: Review, pc: PromptConfig) -> str:
@@ -54,10 +66,14 @@ def output_fields(review: Review) -> str:
 def past_review(bench: Benchmark, n: int, review: Review, pc: PromptConfig, extra: str = "") -> str:
     """One past review as a bulleted block; ``extra`` lines (e.g. soft tokens) go last."""
     item = bench.item(review.item_id)
+    desc = (
+        f"  - [Item Description]: {clip(item.description, pc.max_desc_chars)}\n"
+        if pc.past_descriptions
+        else ""
+    )
     return (
         f"- [Review {n}]:\n"
-        f"  - [Item Title]: {item.title}\n"
-        f"  - [Review Rating]: {review.rating:g}\n"
+        f"  - [Item Title]: {item.title}\n" + desc + f"  - [Review Rating]: {review.rating:g}\n"
         f"  - [Review Title]: {review.title}\n"
         f"  - [Review Text]: {clip(review.text, pc.max_review_chars)}\n"
         f"{extra}"

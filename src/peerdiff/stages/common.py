@@ -129,7 +129,10 @@ def method_prompts(
     call = None
     if len(spec.roles) > 1:
         call = Caller(cfg.run_path / "calls" / f"{name}-{split}", backends, gen_params(cfg))
-    return m.prompts(items, ctx, call)
+    P = m.prompts(items, ctx, call)
+    if call is not None:
+        P.stats["calls"] = call.stats  # per step: calls, failed, recovered, missing
+    return P
 
 
 def require_adapter(name: str, adapter: Stage | None) -> Stage:

@@ -220,11 +220,14 @@ def evaluate(
 
 
 def _judge(cfg, stage, backends, recs, preds, targets, bench, sc) -> None:
-    """The LLM-judge score per sample (0-10 divided by 10; unparseable answers left out)."""
+    """The LLM-judge score per sample (0-10 divided by 10). Greedy; an answer cut at its
+    budget, with unfinished thinking, or without a leading score is missing, not 0."""
+    from peerdiff.backends.base import Completion
     from peerdiff.generate import cached_generate, chat_fn
     from peerdiff.metrics import judge_conversation, parse_judge
 
     be = backends.named(cfg.roles.judge)
+    bcfg = cfg.backends[cfg.roles.judge]
     convs = [
         judge_conversation(
             p,
@@ -236,15 +239,26 @@ def _judge(cfg, stage, backends, recs, preds, targets, bench, sc) -> None:
         )
         for p, t in zip(preds, targets)
     ]
-    params = GenParams(max_new_tokens=8)
+    budget = cfg.evaluate.judge_max_tokens + (bcfg.reasoning_tokens if bcfg.reasoning else 0)
+    params = GenParams(max_new_tokens=budget, seed=cfg.seed)
     jr = cached_generate(
         [r["sample_id"] for r in recs],
         convs,
-        chat_fn(be, convs, params, "judge"),
+        chat_fn(be, convs, params, "judge", bcfg.instructions),
         stage.path("judge.jsonl"),
-        fingerprint(backends.identity(cfg.roles.judge), asdict(params)),
+        fingerprint(backends.identity(cfg.roles.judge), bcfg.instructions, asdict(params)),
     )
-    j = np.array([parse_judge(x["raw"]) for x in jr]) / 10
+    j = (
+        np.array(
+            [
+                parse_judge(
+                    Completion(x["raw"], x.get("reasoning", ""), x.get("finish_reason", "stop"))
+                )
+                for x in jr
+            ]
+        )
+        / 10
+    )
     sc.per_sample["judge"] = j
     sc.corpus["judge"] = float(np.nanmean(j)) if np.isfinite(j).any() else None
     missing = int(np.isnan(j).sum())

@@ -1,0 +1,135 @@
+"""The published profile of the prompt-based family, how a run deviates from it, and the dry run.
+
+:data:`PAPER` holds the settings of the DPL/DRP reference code that peerdiff exposes (8
+compared items, 8 past reviews, 4 representative peers, nothing clipped, descriptions in
+past-review blocks, the reference generator prompt, whitespace BM25, no repetition penalty,
+large budgets). ``configs/paper.yaml`` sets them; the CPU configs cut them to fit a 135M
+model on 2 cores, and :func:`deviations` lists every cut so reports say so.
+
+:func:`dry_run` builds every configured method's prompts for a few samples without calling
+any model (intermediate outputs are placeholders of their full budget) and reports prompt
+lengths against ``prompt.max_prompt_tokens`` and each role's budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from peerdiff.config import RunConfig
+
+# key -> (published value, how it is compared: "eq" or "min")
+PAPER: dict[str, tuple[Any, str]] = {
+    "pipeline.n_items": (8, "eq"),
+    "pipeline.past_reviews": (8, "eq"),
+    "pipeline.n_peers": (4, "eq"),
+    "pipeline.min_peers": (4, "eq"),
+    "pipeline.max_review_chars": (None, "eq"),
+    "prompt.max_desc_chars": (None, "eq"),
+    "prompt.max_review_chars": (None, "eq"),
+    "prompt.past_descriptions": (True, "eq"),
+    "prompt.style": ("reference", "eq"),
+    "rag.k": (8, "eq"),
+    "rag.tokenizer": ("dpl", "eq"),
+    "generate.repetition_penalty": (1.0, "eq"),
+    "generate.max_new_tokens": (512, "min"),
+    "pipeline.extract_max_tokens": (512, "min"),
+    "pipeline.validate_max_tokens": (512, "min"),
+    "pipeline.summary_max_tokens": (512, "min"),
+}
+
+
+def _get(cfg: RunConfig, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def deviations(cfg: RunConfig) -> list[str]:
+    """Every setting of ``cfg`` that differs from the published profile, as a sentence."""
+    out = []
+    for key, (want, how) in PAPER.items():
+        got = _get(cfg, key)
+        if (how == "eq" and got != want) or (how == "min" and got < want):
+            rel = "" if how == "eq" else ">= "
+            out.append(f"{key} = {got!r} (published: {rel}{want!r})")
+    return out
+
+
+class DryCall:
+    """A stand-in for the role-routed calls: records prompts, answers with a placeholder as
+    long as the call's budget, and never touches a model."""
+
+    def __init__(self, backends) -> None:
+        self.backends = backends
+        self.steps: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, step, role, ids, conversations, max_new_tokens):
+        budget = self.backends.budget(role, max_new_tokens)
+        self.steps[step] = {"role": role, "budget": budget, "prompts": list(conversations)}
+        return [f"<{step} output of up to {max_new_tokens} tokens>"] * len(ids)
+
+
+def dry_run(cfg: RunConfig, names: Sequence[str] | None = None, n: int = 8) -> dict[str, Any]:
+    """Prompt lengths and budgets of each method on the first ``n`` test samples.
+
+    Returns:
+        ``{"tokenizer": ..., "deviations": [...], "methods": {name: {step: {...}}}}``;
+        per step: prompts, token lengths (min/median/max), how many exceed
+        ``prompt.max_prompt_tokens``, and the role's budget of new tokens.
+    """
+    from peerdiff import methods, stages
+    from peerdiff.backends import Backends
+
+    names = list(names or cfg.methods)
+    counter, tok_name = _counter(cfg)
+    data = stages.data(cfg, names)
+    backends = Backends(cfg)
+    items = data.bench.samples("test")[:n]
+    out: dict[str, Any] = {"tokenizer": tok_name, "deviations": deviations(cfg), "methods": {}}
+    for name in names:
+        spec = methods.get(name)
+        if spec.soft:
+            continue  # soft prompts need a trained adapter; their text is DEP's layout
+        call = DryCall(backends) if len(spec.roles) > 1 else None
+        ctx = data.context(cfg, spec.needs, counter)
+        P = spec.build(cfg).prompts(items, ctx, call)
+        steps = dict(call.steps) if call else {}
+        steps["generate"] = {
+            "role": "generator",
+            "budget": backends.budget("generator", cfg.generate.max_new_tokens),
+            "prompts": P.conversations,
+        }
+        out["methods"][name] = {step: _lengths(v, counter, cfg) for step, v in steps.items()}
+    return out
+
+
+def _lengths(step: dict, counter, cfg: RunConfig) -> dict[str, Any]:
+    lens = np.array(
+        [counter("".join(m["content"] for m in conv)) for conv in step["prompts"]], dtype=int
+    )
+    return {
+        "role": step["role"],
+        "prompts": len(lens),
+        "tokens_min": int(lens.min()) if len(lens) else 0,
+        "tokens_median": float(np.median(lens)) if len(lens) else 0.0,
+        "tokens_max": int(lens.max()) if len(lens) else 0,
+        "over_budget": int((lens > cfg.prompt.max_prompt_tokens).sum()),
+        "max_new_tokens": step["budget"],
+    }
+
+
+def _counter(cfg: RunConfig):
+    """The LLM's tokenizer when it is available offline, else ~4 characters per token."""
+    from peerdiff.methods.prompts import approx_tokens
+
+    try:
+        from peerdiff.model.llm import load_tokenizer, resolve_llm
+
+        tok = load_tokenizer(resolve_llm(cfg.llm.model, cfg.cache_dir))
+    except Exception as e:  # noqa: BLE001 - any failure to load means: estimate
+        return approx_tokens, f"approximate (4 characters per token; {type(e).__name__})"
+    return (lambda t: len(tok(t, add_special_tokens=False)["input_ids"])), cfg.llm.model
