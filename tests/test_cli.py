@@ -63,9 +63,15 @@ def test_dry_run_reports_lengths_budgets_and_deviations(synthetic_root, tmp_path
     import json
 
     args = [
-        "run", "--dry-run", "--config", "configs/paper.yaml",
-        *synthetic_overrides(synthetic_root, tmp_path), "methods=[rag,pag]", "llm.model=absent/model",
-        "backends.local.model=absent/model", "pipeline.n_items=4",
+        "run",
+        "--dry-run",
+        "--config",
+        "configs/paper.yaml",
+        *synthetic_overrides(synthetic_root, tmp_path),
+        "methods=[rag,pag]",
+        "llm.model=absent/model",
+        "backends.local.model=absent/model",
+        "pipeline.n_items=4",
     ]
     assert main(args) == 0
     out = json.loads((tmp_path / "dry-run-paper.json").read_text())

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd("evaluate", "score predictions and target likelihoods, print the table", True)
     pr = cmd("probe", "user-swap probe of soft-prompt methods with user features", True)
     pr.add_argument("--split", action="append", help="default: probe.splits")
+    ex = cmd("export", "write the prepared benchmark in another toolkit's format")
+    ex.add_argument("--format", choices=["lamp"], default="lamp")
+    ex.add_argument("--out", required=True, help="folder to write")
     rp = cmd("report", "tables with bootstrap CIs and plots from a run's evaluated methods")
     rp.add_argument("--reference", help="method the others are compared with (default: dep)")
     sv = cmd("serve", "HTTP service: OpenAI-compatible chat + personalized reviews")
@@ -112,6 +115,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "embed":
         st = stages.embed(cfg, prep)
         print(f"vectors: {st.path('vectors.npy')}  {st.manifest().get('counts')}")
+        return 0
+    if args.command == "export":
+        from peerdiff.data.lamp import export_lamp
+
+        counts = export_lamp(stages.Data(prep).bench, args.out)
+        print(f"{args.out}: LaMP-style questions/outputs, samples {counts}")
         return 0
     if args.command == "contrast":
         st = stages.contrast(cfg, prep, stages.embed(cfg, prep))

@@ -146,7 +146,10 @@ def test_missing_answers_are_left_out(real_ctx):
     class Failing(FakeCall):
         def __call__(self, step, role, ids, convs, max_new_tokens):
             out = super().__call__(step, role, ids, convs, max_new_tokens)
-            return [None if (step == "extract" and i.endswith("#0")) or step == "summary" else o for i, o in zip(ids, out)]
+            return [
+                None if (step == "extract" and i.endswith("#0")) or step == "summary" else o
+                for i, o in zip(ids, out)
+            ]
 
     samples = real_ctx.bench.samples("test")[:3]
     call = Failing()

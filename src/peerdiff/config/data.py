@@ -21,6 +21,7 @@ class Source(str, enum.Enum):
     amazon2018 = "amazon2018"  # McAuley 2018 field names (same review fields, list descriptions)
     generic = "generic"  # peerdiff's own JSONL schema (see README)
     dpl = "dpl"  # published DPL-main / DPL-meta (Hugging Face datasets, on disk or hub)
+    lamp = "lamp"  # LaMP-style split files: LongLaMP product review, peerdiff export
 
 
 def default_data_root() -> str:

@@ -43,6 +43,17 @@ def prepare(data: DataConfig, run_dir: Path, seed: int = 0, force: bool = False)
     """
     stage = Stage(run_dir, "prepare")
     protocol = data.resolved_protocol()
+    if data.source == Source.lamp:
+        from peerdiff.data.lamp import prepare_lamp
+
+        root = _require(data.path(data.reviews), "reviews", data)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        key = fingerprint("lamp", [source_fingerprint(p) for p in files], data.max_users)
+        if force or not stage.is_done(key):
+            stats = prepare_lamp(root, stage.dir, data.max_users)
+            write_json(stage.path("stats.json"), stats)
+            stage.finish(key, {"data": _cfg(data)}, OUTPUTS, stats=stats)
+        return stage
     if data.source == Source.dpl:
         key = fingerprint("dpl", data.reviews, data.items, data.category, data.max_users, seed)
         if force or not stage.is_done(key):
