@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PEERDIFF_VENV:-.venv}
 PY=${PYTHON:-python3}
-EXTRAS=${PEERDIFF_EXTRAS:-serve,openai,dpl,dev}
+EXTRAS=${PEERDIFF_EXTRAS:-serve,openai,dpl,tensorboard,dev}
 
 # 1. WordNet 3.0 from Debian (METEOR's synonym matching); NLTK is pointed at it at run time.
 if [ ! -f /usr/share/wordnet/data.noun ]; then

@@ -272,3 +272,36 @@ def _tiny_encoder(factory):
     from conftest import make_tiny_encoder
 
     return make_tiny_encoder(factory.mktemp("serve_encoder"))
+
+
+def test_api_key_guards_every_route_but_health(tiny_lm, synthetic_root, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from peerdiff.serve import Service, create_app
+
+    cfg = load_config(
+        None,
+        [*synthetic_overrides(synthetic_root, tmp_path), "llm.model=tiny", "methods=[nonperso]"],
+    )
+    service = Service(cfg, tiny_backends(cfg, tiny_lm))
+    with TestClient(create_app(service, api_key="s3cret", max_body_bytes=2000)) as c:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert c.get("/health").status_code == 200
+        assert c.get("/v1/models").status_code == 401
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        bad = {"Authorization": "Bearer wrong"}
+        assert c.post("/v1/chat/completions", json=body, headers=bad).status_code == 401
+        ok = {"Authorization": "Bearer s3cret"}
+        assert c.post("/v1/chat/completions", json=body, headers=ok).status_code == 200
+        assert c.get("/v1/models", headers=ok).status_code == 200
+        big = {**body, "messages": [{"role": "user", "content": "x" * 5000}]}
+        assert c.post("/v1/chat/completions", json=big, headers=ok).status_code == 413
+
+
+def test_non_local_bind_without_a_key_warns():
+    from peerdiff.serve import bind_warning
+
+    assert bind_warning("127.0.0.1", None) is None
+    assert bind_warning("0.0.0.0", "k") is None
+    assert "without an API key" in bind_warning("0.0.0.0", None)

@@ -104,3 +104,29 @@ def test_a_finished_run_is_not_retrained_and_another_key_starts_over(tiny_lm, tm
     t.key = "other"
     t.fit(ex, feats)
     assert (tmp_path / "epoch-1" / "adapter.safetensors").stat().st_mtime_ns != before
+
+
+def test_tensorboard_curves_are_written(tiny_lm, tmp_path):
+    pytest.importorskip("tensorboard")
+    from dataclasses import replace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    parts = setup(tiny_lm)
+    _, _, _, _, feats, ex = parts
+    t = trainer(parts, tmp_path, epochs=2)
+    t.cfg = replace(t.cfg, log_to=["tensorboard"])
+    t.fit(ex, feats, lambda adapter: 0.5)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lm", "train/recon", "train/kl", "train/lr"} <= tags
+    assert {"epoch/train_loss", "epoch/val_score"} <= tags
+    assert len(acc.Scalars("train/loss")) == 2 * 4  # 10 examples / batch 3 -> 4 batches x 2
+    assert [e.value for e in acc.Scalars("epoch/val_score")] == [0.5, 0.5]
+
+
+def test_no_logging_by_default(tiny_lm, tmp_path):
+    parts = setup(tiny_lm)
+    trainer(parts, tmp_path, epochs=1).fit(parts[5], parts[4])
+    assert not (tmp_path / "tensorboard").exists()

@@ -43,12 +43,22 @@ def _parser() -> argparse.ArgumentParser:
     ex = cmd("export", "write the prepared benchmark in another toolkit's format")
     ex.add_argument("--format", choices=["lamp"], default="lamp")
     ex.add_argument("--out", required=True, help="folder to write")
+    pu = cmd("push", "upload a trained adapter (weights, config, model card) to the Hub")
+    pu.add_argument("--method", required=True)
+    pu.add_argument("--repo", required=True, help="user/name on the Hugging Face Hub")
+    pu.add_argument("--private", action="store_true")
     rp = cmd("report", "tables with bootstrap CIs and plots from a run's evaluated methods")
     rp.add_argument("--reference", help="method the others are compared with (default: dep)")
     sv = cmd("serve", "HTTP service: OpenAI-compatible chat + personalized reviews")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-batch", type=int, default=16, help="requests generated together")
+    sv.add_argument(
+        "--api-key",
+        default=os.environ.get("PEERDIFF_API_KEY"),
+        help="require Authorization: Bearer <key> on every route but /health "
+        "(default: $PEERDIFF_API_KEY)",
+    )
     r = cmd("run", "every stage the configured methods need, then the results table", True)
     r.add_argument(
         "--dry-run",
@@ -83,14 +93,19 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if args.command == "run" and args.dry_run:
-        from peerdiff.run import print_dry_run
+        from peerdiff.runner import print_dry_run
 
         print_dry_run(cfg, args.method)
         return 0
     if args.command == "run":
-        from peerdiff.run import run
+        from peerdiff.runner import run
 
         run(cfg, args.method)
+        return 0
+    if args.command == "push":
+        from peerdiff.hub import push
+
+        print(push(cfg.run_path, args.method, args.repo, args.private))
         return 0
     if args.command == "report":
         from peerdiff.report import write_report
@@ -102,7 +117,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from peerdiff import methods, stages
     from peerdiff.backends import Backends
-    from peerdiff.run import print_stats, results_table, write_results
+    from peerdiff.runner import print_stats, results_table, write_results
     from peerdiff.stage import read_json
 
     names = getattr(args, "method", None) or cfg.methods
@@ -130,7 +145,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from peerdiff.serve import serve
 
         print(f"peerdiff serve: http://{args.host}:{args.port}/v1 (model {cfg.llm.model})")
-        serve(cfg, args.host, args.port, args.max_batch)
+        serve(cfg, args.host, args.port, args.max_batch, args.api_key)
         return 0
     data = stages.data(cfg, names, prep)
     backends = Backends(cfg)
@@ -148,7 +163,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     trained = {n: stages.trained(cfg, n, data) for n in soft}
     if args.command == "probe":
-        from peerdiff.run import has_user_features, probe_table
+        from peerdiff.runner import has_user_features, probe_table
 
         summaries = []
         for n in names:

@@ -65,7 +65,8 @@ class _Run:
     acc: Any
     rank: int = 0
     world: int = 1
-    per_epoch: int = 1
+    per_epoch: int = 1  # optimizer steps per epoch
+    batches: int = 1  # batches per epoch on this process
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -104,6 +105,8 @@ class Trainer:
         recon_weight: float = 100.0,
         kl_weight: float = 1e-3,
         prefix_cache: bool = True,
+        name: str = "adapter",
+        log_config: dict[str, Any] | None = None,
     ) -> None:
         self.llm = llm
         self.adapter = adapter
@@ -117,6 +120,9 @@ class Trainer:
         self.recon_weight = recon_weight
         self.kl_weight = kl_weight
         self.prefix_cache = prefix_cache
+        self.name = name
+        self.log_config = log_config or {}
+        self.logger: Any = None
         self.device = next(llm.parameters()).device
         for p in llm.parameters():
             p.requires_grad_(False)
@@ -158,11 +164,28 @@ class Trainer:
         Returns:
             The state: per-epoch records and the best epoch.
         """
+        from peerdiff.tracking import NullLogger, make_logger
+
         run = self.restore(len(examples))
-        for epoch in range(len(run.state["epochs"]) + 1, self.cfg.epochs + 1):
-            t0 = time.time()
-            losses, n_tokens = self.train_epoch(run, epoch, examples, features)
-            self.checkpoint(run, epoch, losses, n_tokens, time.time() - t0, validate)
+        done = len(run.state["epochs"])
+        self.logger = (
+            make_logger(
+                list(self.cfg.log_to),
+                self.dir,
+                self.name,
+                self.log_config,
+                purge_step=done * run.batches + 1 if done else None,
+            )
+            if run.main
+            else NullLogger()
+        )
+        try:
+            for epoch in range(done + 1, self.cfg.epochs + 1):
+                t0 = time.time()
+                losses, n_tokens = self.train_epoch(run, epoch, examples, features)
+                self.checkpoint(run, epoch, losses, n_tokens, time.time() - t0, validate)
+        finally:
+            self.logger.close()
         return self.select(run)
 
     def restore(self, n_examples: int) -> _Run:
@@ -175,6 +198,7 @@ class Trainer:
         state = self._state()
         opt = torch.optim.AdamW(decay_groups(self.adapter, cfg.weight_decay), lr=self.lr)
         per_epoch = math.ceil(n_examples / (cfg.batch_size * cfg.grad_accum * world))
+        batches = math.ceil(math.ceil(n_examples / cfg.batch_size) / world)
         total = max(1, per_epoch * cfg.epochs)
         warm = max(1, int(cfg.warmup_ratio * total)) if cfg.warmup_ratio > 0 else 0
 
@@ -197,7 +221,7 @@ class Trainer:
         model = self.adapter
         if acc:  # DDP: gradients averaged over processes
             model, opt = acc.prepare(self.adapter, opt)
-        return _Run(opt, sched, model, acc, rank, world, per_epoch, state)
+        return _Run(opt, sched, model, acc, rank, world, per_epoch, batches, state)
 
     def train_epoch(
         self, run: _Run, epoch: int, examples: Sequence[Example], features: dict[str, np.ndarray]
@@ -247,6 +271,11 @@ class Trainer:
                     run.sched.step()
                     run.opt.zero_grad(set_to_none=True)
                     step += 1
+                self.logger.scalars(
+                    (epoch - 1) * run.batches + b + 1,
+                    **{f"train/{k}": v for k, v in parts.items()},
+                    **{"train/loss": losses[-1], "train/lr": run.sched.get_last_lr()[0]},
+                )
                 if log is not None:
                     rec = {
                         "epoch": epoch,
@@ -308,6 +337,10 @@ class Trainer:
                 }
             )
             write_json(self.dir / "state.json", run.state)
+            self.logger.scalars(
+                epoch * run.batches,
+                **{"epoch/train_loss": float(np.mean(losses)), "epoch/val_score": score},
+            )
         if run.acc:
             run.acc.wait_for_everyone()
 

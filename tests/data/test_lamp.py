@@ -105,7 +105,7 @@ def test_export_round_trip_gives_the_same_samples(synthetic_bench, tmp_path):
 def test_longlamp_runs_end_to_end_through_dep(longlamp_dir, tiny_lm, tiny_encoder_dir, tmp_path):
     from peerdiff.backends import Backends
     from peerdiff.backends.hf import HFBackend
-    from peerdiff.run import run
+    from peerdiff.runner import run
 
     model, tok, _ = tiny_lm
     cfg = load_config(

@@ -9,7 +9,7 @@ from tests_stages_common import SMALL
 from peerdiff.backends import Backends
 from peerdiff.backends.hf import HFBackend
 from peerdiff.config import load_config
-from peerdiff.run import run
+from peerdiff.runner import run
 
 
 def test_two_runs_write_identical_bytes(tiny_lm, synthetic_root, tiny_encoder_dir, tmp_path):

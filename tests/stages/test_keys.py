@@ -14,7 +14,7 @@ from tests_stages_common import SMALL
 from peerdiff.backends import Backends
 from peerdiff.backends.hf import HFBackend
 from peerdiff.config import load_config
-from peerdiff.run import run
+from peerdiff.runner import run
 
 
 @pytest.fixture(scope="module")

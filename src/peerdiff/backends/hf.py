@@ -28,9 +28,12 @@ class HFBackend:
         batch_size: prompts per forward batch.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, name: str = "hf") -> None:
+    def __init__(
+        self, model, tokenizer, batch_size: int = 8, name: str = "hf", path: str | None = None
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.path = path  # the resolved model folder or id (for revisions in model cards)
         self.tokenizer.padding_side = "left"
         self.batch_size = batch_size
         self.name = name
@@ -45,8 +48,11 @@ class HFBackend:
         batch_size: int = 8,
         threads: int | None = None,
     ) -> HFBackend:
-        m, tok = load_llm(model, cache_dir, device, dtype, threads)
-        return cls(m, tok, batch_size, name=f"hf:{model}")
+        from peerdiff.model.llm import resolve_llm
+
+        path = resolve_llm(model, cache_dir)
+        m, tok = load_llm(path, cache_dir, device, dtype, threads)
+        return cls(m, tok, batch_size, name=f"hf:{model}", path=path)
 
     @property
     def device(self) -> torch.device:

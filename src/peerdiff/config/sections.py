@@ -228,6 +228,10 @@ class TrainConfig:
     )
     val_samples: int | None = field(default=64, metadata={"help": "val samples for selection"})
     val_max_new_tokens: int = field(default=64, metadata={"help": "select_by=meteor: greedy"})
+    log_to: list[Literal["tensorboard", "wandb"]] = field(
+        default_factory=list,
+        metadata={"help": "training curves: tensorboard and/or wandb (empty: the PNG only)"},
+    )
 
     def __post_init__(self) -> None:
         _positive(

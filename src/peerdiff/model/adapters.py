@@ -59,6 +59,13 @@ class AdapterConfig:
     rho: float = 0.05
     n_constant: int = field(default=16, metadata={"help": "tokens of the constant control"})
     base_model: str = field(default="default", metadata={"help": "the LLM these were trained on"})
+    base_model_revision: str | None = field(
+        default=None, metadata={"help": "commit or content hash of that LLM"}
+    )
+    encoder: str | None = field(
+        default=None, metadata={"help": "the sentence encoder of the inputs"}
+    )
+    encoder_key: str | None = field(default=None, metadata={"help": "encoder, pooling, max length"})
     init: Literal["reference", "torch"] = "reference"
     features: Literal["raw", "center", "standardize"] = "raw"
     mean_features: bool = field(

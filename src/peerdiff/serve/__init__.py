@@ -257,8 +257,23 @@ class Service:
 # ----------------------------------------------------------------------------- app
 
 
-def create_app(service: Service) -> FastAPI:
-    """The FastAPI app over a :class:`Service`."""
+MAX_BODY_BYTES = 1_000_000
+
+
+def create_app(
+    service: Service, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+) -> FastAPI:
+    """The FastAPI app over a :class:`Service`.
+
+    Args:
+        api_key: when set, every route but ``/health`` needs ``Authorization: Bearer <key>``
+            (401 otherwise).
+        max_body_bytes: larger request bodies get 413 before they are read. Within a body,
+            the request schemas cap each field (messages: 64 of 32,000 characters; reviews:
+            200 history entries of 20,000 characters; tokens: 2,048 chat / 512 review).
+    """
+    import hmac
+
     from peerdiff.methods.prompts import strip_prefix
 
     worker, model_name = service.worker, service.cfg.llm.model
@@ -270,6 +285,27 @@ def create_app(service: Service) -> FastAPI:
 
     app = FastAPI(title="peerdiff", version="0.2.0", lifespan=lifespan)
     app.state.worker = worker
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        if api_key and request.url.path != "/health":
+            sent = request.headers.get("authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {api_key}".encode()):
+                return JSONResponse(
+                    status_code=401,
+                    content={
+                        "detail": "missing or wrong API key: send Authorization: Bearer <key>"
+                    },
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > max_body_bytes:
+            return JSONResponse(
+                status_code=413,
+                content={"detail": f"request body over {max_body_bytes} bytes"},
+            )
+        return await call_next(request)
+
     app.state.service = service
 
     @app.exception_handler(UnknownUserError)
@@ -343,9 +379,34 @@ def create_app(service: Service) -> FastAPI:
     return app
 
 
-def serve(cfg: RunConfig, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16) -> None:
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def bind_warning(host: str, api_key: str | None) -> str | None:
+    """A warning for a service reachable from other machines without an API key."""
+    if host in LOCAL_HOSTS or api_key:
+        return None
+    return (
+        f"peerdiff serve: listening on {host} without an API key: anyone who can reach this "
+        "port can use the model and read reviews of the prepared benchmark. Pass --api-key "
+        "or set PEERDIFF_API_KEY."
+    )
+
+
+def serve(
+    cfg: RunConfig,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch: int = 16,
+    api_key: str | None = None,
+) -> None:
     """Build the service, then run it until interrupted."""
+    import sys
+
     import uvicorn
 
-    app = create_app(Service(cfg, max_batch=max_batch))
+    warning = bind_warning(host, api_key)
+    if warning:
+        print(warning, file=sys.stderr)
+    app = create_app(Service(cfg, max_batch=max_batch), api_key=api_key)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -41,6 +41,7 @@ def validation_params(cfg: RunConfig) -> GenParams:
 def train_key(cfg: RunConfig, name: str, data: Data) -> str:
     spec = methods.get(name)
     t = asdict(cfg.train)
+    t.pop("log_to")  # where curves go changes nothing that is computed
     val_decoding = None
     if cfg.train.select_by == "meteor":
         val_decoding = asdict(validation_params(cfg))
@@ -78,6 +79,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
     """``peerdiff train``: fit one soft-prompt method's adapter; ``best/`` is the selection."""
     import torch
 
+    from peerdiff.hub import model_revision, write_model_card
     from peerdiff.model.adapters import build_adapter
     from peerdiff.model.lm import Example
     from peerdiff.train import Trainer
@@ -104,6 +106,10 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
     torch.manual_seed(cfg.seed)
     dim = data.vectors.shape[1] if data.emb is not None else 1
     acfg = m.adapter_config(dim, be.model.config.hidden_size)
+    acfg.base_model_revision = model_revision(getattr(be, "path", None))
+    if data.emb is not None:  # the encoder whose vectors the adapter reads
+        enc = data.emb.manifest()["encoder"]
+        acfg.encoder, acfg.encoder_key = enc["name"], enc["key"]
     adapter = build_adapter(acfg, be.model.get_input_embeddings()).to(be.device)
     if hasattr(adapter, "fit_statistics"):
         adapter.fit_statistics(P.features)
@@ -120,6 +126,8 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         key=key,
         seed=cfg.seed,
         **m.loss_weights(),
+        name=f"{cfg.name}-{name}",
+        log_config={"method": name, **spec.settings(cfg), "train": asdict(cfg.train)},
     )
     state = trainer.fit(examples, P.features, validate)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -142,6 +150,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         lr=m.lr(),
         trainable_parameters=sum(p.numel() for p in adapter.adapter_params()),
     )
+    write_model_card(cfg.run_path, name)
     return st
 
 

@@ -114,6 +114,11 @@ def run(
                         )
                     )
     write_results(cfg.run_path, rows, cfg.name)
+    from peerdiff.hub import write_model_card
+
+    for name in names:  # model cards now carry this run's metrics and probe results
+        if methods.get(name).soft:
+            write_model_card(cfg.run_path, name)
     console.print(results_table(rows, title=f"{cfg.name}: results"))
     if probes:
         console.print(probe_table(probes))

@@ -1,0 +1,79 @@
+"""A personalized review for one user, in a few lines of Python::
+
+    import peerdiff
+
+    with peerdiff.Reviewer("configs/quick.yaml") as r:   # after `peerdiff run` (or train)
+        print(r.review(user_id="A1...", item_title="Kind of Blue", rating=5,
+                       review_title="Timeless", method="dep"))
+
+The same code as ``peerdiff serve`` (methods, contexts and adapters built once; prompts from
+the same functions as ``peerdiff run``), without HTTP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from peerdiff.config import RunConfig, load_config
+from peerdiff.errors import ConfigError, DataError, MissingStageError
+
+
+class Reviewer:
+    """Args:
+    config: a :class:`RunConfig` or a YAML path; ``overrides`` as on the command line."""
+
+    def __init__(self, config: RunConfig | str | Path, overrides: list[str] | None = None) -> None:
+        from peerdiff.serve import Service
+
+        cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
+        self.service = Service(cfg)
+
+    def review(
+        self,
+        *,
+        item_title: str,
+        rating: float,
+        review_title: str = "",
+        item_description: str = "",
+        user_id: str | None = None,
+        history: list[dict[str, Any]] | None = None,
+        method: str = "dep",
+        max_new_tokens: int = 128,
+    ) -> str:
+        """The review ``user_id`` (a user of the prepared benchmark) or the author of
+        ``history`` (``[{"item_title", "rating", "title", "text"}, ...]``) would write.
+
+        Raises:
+            DataError: unknown user or invalid input; MissingStageError: no trained adapter.
+        """
+        from fastapi import HTTPException
+        from pydantic import ValidationError
+
+        from peerdiff.methods.prompts import strip_prefix
+        from peerdiff.serve import ReviewRequest
+
+        try:
+            req = ReviewRequest(
+                user_id=user_id,
+                history=history,
+                item={"title": item_title, "description": item_description},
+                rating=rating,
+                review_title=review_title,
+                method=method,
+                max_new_tokens=max_new_tokens,
+            )
+            return strip_prefix(self.service.review(req).result().text)
+        except ValidationError as e:
+            raise ConfigError(f"invalid review request: {e}") from None
+        except HTTPException as e:
+            raise (MissingStageError if e.status_code == 409 else DataError)(e.detail) from None
+
+    def close(self) -> None:
+        self.service.worker.close()
+
+    def __enter__(self) -> Reviewer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

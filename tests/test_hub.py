@@ -1,0 +1,118 @@
+"""Adapters as model repositories: card, identity checks, push offline; the Python API."""
+
+import copy
+import json
+
+import pytest
+from conftest import synthetic_overrides
+
+from peerdiff.backends import Backends
+from peerdiff.backends.hf import HFBackend
+from peerdiff.config import load_config
+from peerdiff.errors import BackendError, ConfigError, DataError
+from peerdiff.runner import run
+
+SMALL = [
+    "llm.model=tiny",
+    "methods=[dep]",
+    "generate.max_new_tokens=4",
+    "generate.max_samples=4",
+    "train.epochs=1",
+    "train.samples_per_user=1",
+    "train.val_samples=2",
+    "train.max_target_tokens=8",
+    "evaluate.bertscore=false",
+    "evaluate.nll_target_tokens=8",
+    "probe.splits=[test]",
+    "probe.donors=2",
+    "probe.max_samples=4",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_lm, synthetic_root, tiny_encoder_dir, tmp_path_factory):
+    model, tok, folder = tiny_lm
+    run_dir = tmp_path_factory.mktemp("hub")
+    cfg = load_config(
+        None,
+        [
+            *synthetic_overrides(synthetic_root, run_dir),
+            *SMALL,
+            f"embed.model={tiny_encoder_dir}",
+            f"cache_dir={run_dir / 'cache'}",
+        ],
+    )
+    local = HFBackend(model, copy.deepcopy(tok), batch_size=4, path=str(folder))
+    backends = Backends(cfg, local=local)
+    run(cfg, backends=backends)
+    return cfg, backends
+
+
+def test_best_folder_is_a_self_describing_repository(trained):
+    cfg, _ = trained
+    best = cfg.run_path / "train" / "dep" / "best"
+    assert sorted(p.name for p in best.iterdir()) == [
+        "README.md",
+        "adapter.safetensors",
+        "adapter_config.json",
+    ]
+    acfg = json.loads((best / "adapter_config.json").read_text())
+    assert acfg["base_model"] == "tiny" and acfg["base_model_revision"].startswith("files-sha256:")
+    assert acfg["encoder"].endswith("tiny_encoder0") and acfg["encoder_key"]
+    card = (best / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: peerdiff\nbase_model: tiny\n")
+    for needle in ("## Models", "## Data", "## Training", "## Results of this run", "## Use"):
+        assert needle in card
+    assert "user-swap probe, test (n=4)" in card and "NLL" in card
+    assert "peerdiff.load_adapter(" in card
+
+
+def test_load_adapter_refuses_another_base_model(trained):
+    import peerdiff
+
+    cfg, _ = trained
+    best = cfg.run_path / "train" / "dep" / "best"
+    acfg = json.loads((best / "adapter_config.json").read_text())
+    ok = peerdiff.load_adapter(
+        best, base_model="tiny", base_model_revision=acfg["base_model_revision"]
+    )
+    assert ok.cfg.kind == "dep"
+    with pytest.raises(ConfigError, match="trained with base model 'tiny', not 'Qwen/Qwen2.5-7B"):
+        peerdiff.load_adapter(best, base_model="Qwen/Qwen2.5-7B-Instruct")
+    with pytest.raises(ConfigError, match="base model revision"):
+        peerdiff.load_adapter(best, base_model_revision="commit:0123")
+    with pytest.raises(ConfigError, match="encoder"):
+        peerdiff.load_adapter(best, encoder="BAAI/bge-m3")
+
+
+def test_hub_ids_offline_and_push_offline_say_so(trained, monkeypatch):
+    import peerdiff
+    from peerdiff.hub import push
+
+    cfg, _ = trained
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BackendError, match="cannot fetch adapter 'someone/dep-adapter'"):
+        peerdiff.load_adapter("someone/dep-adapter")
+    with pytest.raises(BackendError, match="offline .HF_HUB_OFFLINE=1.: nothing pushed"):
+        push(cfg.run_path, "dep", "someone/dep-adapter")
+    with pytest.raises(ConfigError, match="no trained adapter"):
+        push(cfg.run_path, "pplug", "someone/x")
+
+
+def test_reviewer_writes_a_review_in_a_few_lines(trained):
+    import peerdiff
+    from peerdiff.serve import Service
+
+    cfg, backends = trained
+    r = peerdiff.Reviewer.__new__(peerdiff.Reviewer)  # the tiny model instead of cfg's
+    r.service = Service(cfg, backends)
+    with r:
+        user = r.service.bench.users[0]
+        text = r.review(
+            user_id=user, item_title="Kind of Blue", rating=5, method="dep", max_new_tokens=4
+        )
+        assert isinstance(text, str)
+        with pytest.raises(DataError, match="unknown user"):
+            r.review(user_id="nobody", item_title="x", rating=5, method="nonperso")
+        with pytest.raises(ConfigError, match="invalid review request"):
+            r.review(user_id=user, item_title="x", rating=9, method="nonperso")
