@@ -16,7 +16,7 @@ from tqdm import tqdm
 from peerdiff.backends.base import Completion, GenParams, Message
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
-from peerdiff.model.lm import cache_kw, pad_batch
+from peerdiff.model.lm import cache_kw, pad_batch, shared_prefix
 
 
 class HFBackend:
@@ -103,7 +103,7 @@ class HFBackend:
         def embeds(idx: list[int], ids: torch.Tensor) -> torch.Tensor:
             return injector(ids, soft_fn(idx).to(self.device))
 
-        return self._generate(prompts, params, desc, embeds)
+        return self._generate(prompts, params, desc, embeds, placeholders=injector.table >= 0)
 
     def _generate(
         self,
@@ -112,6 +112,7 @@ class HFBackend:
         desc: str,
         embeds: Callable[[list[int], torch.Tensor], torch.Tensor] | None = None,
         full: bool = False,
+        placeholders: torch.Tensor | None = None,
     ) -> list:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
@@ -119,11 +120,13 @@ class HFBackend:
         bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=len(prompts) <= 1)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
-            ids, mask = pad_batch([prompts[i] for i in idx], pad)
+            batch = [prompts[i] for i in idx]
+            shared = shared_prefix(batch, placeholders)
+            ids, mask = pad_batch(batch, pad, shared)
             ids, mask = ids.to(self.device), mask.to(self.device)
             gen = torch.Generator(device="cpu").manual_seed(params.seed + b)
             emb = embeds(idx, ids) if embeds is not None else None
-            for row, toks in enumerate(self.decode(ids, mask, params, emb, gen)):
+            for row, toks in enumerate(self.decode(ids, mask, params, emb, gen, shared)):
                 text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
                 if full:  # EOS is never kept: a full-length output ran out of budget
                     done = "length" if len(toks) >= params.max_new_tokens else "stop"
@@ -141,13 +144,16 @@ class HFBackend:
         params: GenParams,
         inputs_embeds: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        shared: int = 0,
     ) -> list[list[int]]:
         """Batched decoding with a KV cache; finished rows leave the batch.
 
         Args:
-            ids, mask: ``(batch, seq)`` left-padded prompts (placeholder ids allowed when
-                ``inputs_embeds`` is given).
+            ids, mask: ``(batch, seq)`` padded prompts from :func:`pad_batch` (placeholder ids
+                allowed when ``inputs_embeds`` is given).
             inputs_embeds: ``(batch, seq, hidden)`` prompt embeddings (soft prompts).
+            shared: leading columns identical in every row (no soft token among them): they
+                are computed once and their KV cache is repeated over the batch.
 
         Returns:
             The generated token ids of each row (EOS excluded).
@@ -168,12 +174,29 @@ class HFBackend:
         B = ids.shape[0]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        kw = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {"input_ids": ids}
+
+        def inputs(cols: slice, rows: slice = slice(None)) -> dict:
+            if inputs_embeds is not None:
+                return {"inputs_embeds": inputs_embeds[rows, cols]}
+            return {"input_ids": ids[rows, cols]}
+
+        if 0 < shared < ids.shape[1] and B > 1:  # the common prefix once, then every row
+            model(
+                **inputs(slice(0, shared), slice(0, 1)),
+                attention_mask=mask[:1, :shared],
+                position_ids=pos[:1, :shared],
+                use_cache=True,
+                logits_to_keep=1,
+                **{ckw: cache},
+            )
+            cache.batch_repeat_interleave(B)
+        else:
+            shared = 0
         logits = (
             model(
-                **kw,
+                **inputs(slice(shared, None)),
                 attention_mask=mask,
-                position_ids=pos,
+                position_ids=pos[:, shared:],
                 use_cache=True,
                 logits_to_keep=1,
                 **{ckw: cache},

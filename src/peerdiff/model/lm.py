@@ -43,6 +43,19 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def shared_prefix(
+    prompts: Sequence[Sequence[int]], is_placeholder: torch.Tensor | None = None
+) -> int:
+    """Leading tokens every prompt shares, cut before the first placeholder (soft tokens
+    differ between rows even where their placeholder ids agree)."""
+    n = common_prefix(prompts) if len(prompts) > 1 else 0
+    if n and is_placeholder is not None:
+        head = torch.as_tensor(list(prompts[0][:n]))
+        hits = torch.nonzero(is_placeholder.cpu()[head]).flatten()
+        n = int(hits[0]) if len(hits) else n
+    return n
+
+
 def pad_batch(
     seqs: Sequence[Sequence[int]], pad: int, shared: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,11 +99,7 @@ def collate(
     """
     seqs = [e.prompt_ids + e.target_ids for e in examples]
     if shared is None:
-        shared = common_prefix([e.prompt_ids for e in examples]) if len(examples) > 1 else 0
-        if shared and is_placeholder is not None:
-            head = torch.as_tensor(examples[0].prompt_ids[:shared])
-            hits = torch.nonzero(is_placeholder.cpu()[head]).flatten()
-            shared = int(hits[0]) if len(hits) else shared
+        shared = shared_prefix([e.prompt_ids for e in examples], is_placeholder)
     ids, mask = pad_batch(seqs, pad_id, shared)
     labels = torch.full_like(ids, -100)
     for i, e in enumerate(examples):
