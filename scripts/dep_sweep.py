@@ -84,6 +84,28 @@ SETTINGS: dict[str, list[str]] = {
         "dep.lr=1e-3",
         "train.samples_per_user=null",
     ],
+    # round 2: every training sample; the medium preset (317 users, 315 test samples)
+    "medium-std-all": [
+        "data.preset=medium",
+        "dep.init=reference",
+        "dep.features=standardize",
+        "dep.lr=1e-3",
+        "train.samples_per_user=null",
+        "probe.max_samples=315",
+    ],
+    "ref-std-all-3ep": [
+        "dep.init=reference",
+        "dep.features=standardize",
+        "dep.lr=1e-3",
+        "train.samples_per_user=null",
+        "train.epochs=3",
+    ],
+    "ref-raw-all": [
+        "dep.init=reference",
+        "dep.features=raw",
+        "dep.lr=1e-3",
+        "train.samples_per_user=null",
+    ],
 }
 
 
@@ -181,8 +203,9 @@ def write_table(rows: list[dict], out: Path) -> None:
         f"Common settings: `{' '.join(COMMON)}` on `configs/quick.yaml` (bundled Digital "
         "Music, small preset, SmolLM2-135M, 2 CPU cores). Swap delta: NLL with 4 other "
         "users' features minus own, nats per target token (> 0: the soft tokens carry the "
-        "user). NLL columns: DEP minus the control, paired over the 87 test samples "
-        "(< 0: DEP better).\n\n" + markdown_table(head, body)
+        "user). NLL columns: DEP minus the control (same settings, same prompt text), paired "
+        "over the test samples (< 0: DEP better). Probes use up to `probe.max_samples` "
+        "samples per split (a seeded subset).\n\n" + markdown_table(head, body)
     )
     out.with_suffix(".md").write_text(text)
 
