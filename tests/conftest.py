@@ -224,3 +224,23 @@ def synthetic_bench(synthetic_root, tmp_path_factory):
     run = tmp_path_factory.mktemp("synthetic_run")
     cfg = load_config(None, synthetic_overrides(synthetic_root, run))
     return Benchmark(prepare(cfg.data, run).dir)
+
+
+# A small graph on tiny models: settings the stage, hub and data tests share.
+TINY_RUN = [
+    "llm.model=tiny",
+    "methods=[nonperso,constant,dep]",
+    "generate.max_new_tokens=4",
+    "generate.max_samples=4",
+    "train.epochs=1",
+    "train.samples_per_user=1",
+    "train.val_samples=2",
+    "train.max_target_tokens=8",
+    "train.batch_size=4",
+    "train.grad_accum=1",
+    "evaluate.bertscore=false",
+    "evaluate.nll_target_tokens=8",
+    "probe.splits=[test]",
+    "probe.donors=2",
+    "probe.max_samples=4",
+]

@@ -4,7 +4,7 @@ import copy
 import json
 
 import pytest
-from conftest import synthetic_overrides
+from conftest import TINY_RUN, synthetic_overrides
 
 from peerdiff.backends import Backends
 from peerdiff.backends.hf import HFBackend
@@ -12,21 +12,7 @@ from peerdiff.config import load_config
 from peerdiff.errors import BackendError, ConfigError, DataError
 from peerdiff.runner import run
 
-SMALL = [
-    "llm.model=tiny",
-    "methods=[dep]",
-    "generate.max_new_tokens=4",
-    "generate.max_samples=4",
-    "train.epochs=1",
-    "train.samples_per_user=1",
-    "train.val_samples=2",
-    "train.max_target_tokens=8",
-    "evaluate.bertscore=false",
-    "evaluate.nll_target_tokens=8",
-    "probe.splits=[test]",
-    "probe.donors=2",
-    "probe.max_samples=4",
-]
+SMALL = [*TINY_RUN, "methods=[dep]"]
 
 
 @pytest.fixture(scope="module")
