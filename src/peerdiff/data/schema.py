@@ -45,7 +45,7 @@ RAW_REVIEWS = pa.schema(
         ("title", pa.string()),
         ("text", pa.string()),
         ("timestamp", pa.int64()),
-        ("line", pa.int64()),
+        ("line", pa.int64()),  # file order (line reader: line number; columnar: record number)
         ("text_hash", pa.uint64()),
         ("text_len", pa.int32()),
         ("title_len", pa.int32()),
@@ -59,7 +59,7 @@ RAW_ITEMS = pa.schema(
         ("description", pa.string()),
         ("has_categories", pa.bool_()),
         ("has_rating_number", pa.bool_()),
-        ("line", pa.int64()),
+        ("line", pa.int64()),  # file order (line reader: line number; columnar: record number)
     ]
 )
 
