@@ -52,6 +52,11 @@ def test_bertscore_local(tiny_encoder_dir):
     assert f1.shape == (2,) and f1[0] == pytest.approx(1.0, abs=1e-5) and f1[1] < 1
 
 
+def test_bertscore_scores_an_empty_prediction_zero(tiny_encoder_dir):
+    f1 = metrics.bertscore(["", "good song", "  "], ["a", "good song", ""], str(tiny_encoder_dir))
+    assert f1[0] == 0 and f1[2] == 0 and f1[1] == pytest.approx(1.0, abs=1e-5)
+
+
 def test_paired_bootstrap_interval_contains_difference():
     rng = np.random.default_rng(0)
     a = rng.normal(1.0, 1, 200)

@@ -221,9 +221,11 @@ def write_model_card(run_dir: Path, method: str) -> Path | None:
     best = Path(run_dir) / "train" / method / "best"
     if not (best / CONFIG_NAME).exists() or not (best.parent / "manifest.json").exists():
         return None
-    with atomic_path(best / CARD_NAME) as tmp:
-        tmp.write_text(model_card(Path(run_dir), method))
-    return best / CARD_NAME
+    card, path = model_card(Path(run_dir), method), best / CARD_NAME
+    if not path.exists() or path.read_text() != card:  # untouched when nothing changed
+        with atomic_path(path) as tmp:
+            tmp.write_text(card)
+    return path
 
 
 def push(run_dir: Path, method: str, repo: str, private: bool = False) -> str:

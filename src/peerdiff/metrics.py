@@ -171,7 +171,8 @@ def bertscore(
     device: str = "cpu",
     batch_size: int = 32,
 ) -> np.ndarray:
-    """Per-sample BERTScore F1 (no baseline rescaling)."""
+    """Per-sample BERTScore F1 (no baseline rescaling); an empty prediction or reference
+    scores 0 (bert_score cannot encode an empty string with transformers 5 tokenizers)."""
     import bert_score
     from transformers import AutoConfig
 
@@ -180,10 +181,19 @@ def bertscore(
     path = resolve_encoder(model)
     if layers is None:
         layers = AutoConfig.from_pretrained(path).num_hidden_layers
-    _, _, f1 = bert_score.score(
-        preds, refs, model_type=path, num_layers=layers, batch_size=batch_size, device=device
-    )
-    return f1.numpy().astype(np.float64)
+    out = np.zeros(len(preds), dtype=np.float64)
+    keep = [i for i, (p, r) in enumerate(zip(preds, refs)) if p.strip() and r.strip()]
+    if keep:
+        _, _, f1 = bert_score.score(
+            [preds[i] for i in keep],
+            [refs[i] for i in keep],
+            model_type=path,
+            num_layers=layers,
+            batch_size=batch_size,
+            device=device,
+        )
+        out[keep] = f1.numpy()
+    return out
 
 
 # ----------------------------------------------------------------------------- LLM judge

@@ -97,6 +97,14 @@ def test_irrelevant_changes_recompute_nothing(graph, override):
     assert changed(first, go(override)) == set()
 
 
+def test_keys_hold_the_effective_learning_rate(graph):
+    """Each method's own rate set to the rate it had (train.lr's default): no retraining;
+    train.lr changed where no method reads it: no retraining either."""
+    go, first = graph
+    assert changed(first, go("dep.lr=1e-5", "constant.lr=1e-5")) == set()
+    assert changed(first, go("dep.lr=1e-5", "constant.lr=1e-5", "train.lr=0.5")) == set()
+
+
 def test_a_decoding_change_regenerates_and_rescores_only(graph):
     go, _ = graph
     before = go()

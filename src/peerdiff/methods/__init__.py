@@ -57,8 +57,15 @@ def _prompt(cfg: RunConfig) -> dict[str, Any]:
     return {"prompt": asdict(cfg.prompt)}
 
 
+def _section(cfg: RunConfig, name: str) -> dict[str, Any]:
+    """A soft method's section without ``lr``: the train key holds the effective rate."""
+    d = asdict(getattr(cfg, name))
+    d.pop("lr")
+    return d
+
+
 def _dep_settings(cfg: RunConfig) -> dict[str, Any]:
-    d = asdict(cfg.dep)
+    d = _section(cfg, "dep")
     if d["layout"] == "tokens":  # text-layout settings do not reach the prompt
         for k in ("text_reviews", "max_review_chars", "compact"):
             d.pop(k)
@@ -137,7 +144,7 @@ _register(
     Spec(
         "pplug",
         _soft("pplug", "pplug"),
-        lambda c: {**_prompt(c), "pplug": asdict(c.pplug)},
+        lambda c: {**_prompt(c), "pplug": _section(c, "pplug")},
         frozenset({"vectors", "adapter", "known_user"}),
         summary="one persona token from attention over history vectors",
     )
@@ -148,7 +155,7 @@ _register(
         _soft("constant", "constant"),
         lambda c: {
             **_prompt(c),
-            "constant": asdict(c.constant),
+            "constant": _section(c, "constant"),
             "tokens": c.constant.tokens or 2 * c.contrast.max_slots,
         },
         frozenset({"adapter"}),

@@ -42,6 +42,7 @@ def train_key(cfg: RunConfig, name: str, data: Data) -> str:
     spec = methods.get(name)
     t = asdict(cfg.train)
     t.pop("log_to")  # where curves go changes nothing that is computed
+    t["lr"] = spec.build(cfg).lr()  # the method's own rate (train.lr only as its default)
     val_decoding = None
     if cfg.train.select_by == "meteor":
         val_decoding = asdict(validation_params(cfg))
