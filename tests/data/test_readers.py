@@ -150,7 +150,8 @@ def _raw(path):
 def test_columnar_and_line_readers_write_the_same_table(tmp_path, normalize):
     from conftest import write_jsonl
 
-    from peerdiff.data.readers import read_reviews_columnar, read_reviews_lines
+    from peerdiff.data.columnar import read_reviews_columnar
+    from peerdiff.data.readers import read_reviews_lines
 
     texts = [
         "plain text",
@@ -191,7 +192,7 @@ def test_columnar_and_line_readers_write_the_same_table(tmp_path, normalize):
 def test_columnar_reader_falls_back_so_errors_name_the_line(tmp_path):
     from conftest import write_jsonl
 
-    from peerdiff.data.readers import read_reviews_columnar
+    from peerdiff.data.columnar import read_reviews_columnar
 
     good = {
         "user_id": "u",
@@ -212,7 +213,8 @@ def test_columnar_reader_falls_back_so_errors_name_the_line(tmp_path):
 
 
 def test_both_readers_agree_on_the_bundled_file(real_data, tmp_path):
-    from peerdiff.data.readers import read_reviews_columnar, read_reviews_lines
+    from peerdiff.data.columnar import read_reviews_columnar
+    from peerdiff.data.readers import read_reviews_lines
 
     f = real_data / "amazon-2023-schema-digital-music" / "Digital_Music.jsonl.gz"
     fmt = FORMATS[Source.amazon23]
