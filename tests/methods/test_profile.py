@@ -37,6 +37,16 @@ def test_representatives_take_one_peer_per_cluster_without_the_user():
     assert clusters == [1, 2, 3, 4]  # one per cluster, never the user's own cluster
 
 
+def test_representatives_with_repeated_peer_texts_use_fewer_clusters():
+    import warnings
+
+    own, peers = np.zeros(4), np.vstack([np.ones((3, 4)), 2 * np.ones((3, 4))])  # 2 distinct
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConvergenceWarning
+        reps = representatives(own, peers, k=4)
+    assert sorted(r // 3 for r in reps) == [0, 1]
+
+
 def test_strip_label():
     assert strip_label("[Summary]: likes jazz") == "likes jazz"
     assert strip_label("<think>hmm</think>The user [Summary]: short") == "short"

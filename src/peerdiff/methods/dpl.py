@@ -78,7 +78,8 @@ def representatives(own: np.ndarray, peers: np.ndarray, k: int, seed: int = 42) 
     from sklearn.cluster import KMeans
 
     X = np.vstack([own[None], peers]).astype(np.float64)
-    n_clusters = min(k + 1, len(X))
+    # duplicate vectors (repeated texts) cannot fill more clusters than distinct points
+    n_clusters = min(k + 1, len(np.unique(X, axis=0)))
     km = KMeans(n_clusters=n_clusters, random_state=seed, n_init=10).fit(X)
     labels = km.labels_
     out = []
