@@ -48,7 +48,9 @@ class ChatBackend(Protocol):
 
     def chat(
         self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
-    ) -> list[str]: ...
+    ) -> list[str]:
+        """The replies' texts (backends that subclass this protocol inherit it)."""
+        return [c.text for c in self.complete(conversations, params, desc)]
 
 
 def strip_reasoning(text: str) -> str:

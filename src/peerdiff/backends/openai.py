@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
-from peerdiff.backends.base import Completion, GenParams, Message
+from peerdiff.backends.base import ChatBackend, Completion, GenParams, Message
 from peerdiff.errors import BackendError, DependencyError
 
 
-class OpenAIBackend:
+class OpenAIBackend(ChatBackend):
     """Chat completions over HTTP.
 
     Args:
@@ -88,11 +88,6 @@ class OpenAIBackend:
         return Completion(
             (msg.content or "").strip(), str(reasoning), choice.finish_reason or "stop"
         )
-
-    def chat(
-        self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
-    ) -> list[str]:
-        return [c.text for c in self.complete(conversations, params, desc)]
 
     def complete(
         self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from peerdiff.backends.base import Completion, GenParams, Message
+from peerdiff.backends.base import ChatBackend, Completion, GenParams, Message
 from peerdiff.errors import DependencyError
 
 
@@ -39,7 +39,7 @@ def prompt_embeds(injector, prompts: Sequence[list[int]], soft: torch.Tensor) ->
     return out
 
 
-class VLLMBackend:
+class VLLMBackend(ChatBackend):
     """Generation with vLLM; the tokenizer is the model's own.
 
     Args:
@@ -94,12 +94,6 @@ class VLLMBackend:
             repetition_penalty=params.repetition_penalty,
             seed=params.seed,
         )
-
-    def chat(
-        self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
-    ) -> list[str]:
-
-        return [c.text for c in self.complete(conversations, params, desc)]
 
     def complete(
         self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
