@@ -9,6 +9,7 @@ setup:
 
 run: setup
 	$(VENV)/bin/peerdiff run --config $(CONFIG)
+	$(VENV)/bin/peerdiff report --config $(CONFIG)
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
