@@ -51,6 +51,8 @@ def test_best_folder_is_a_self_describing_repository(trained):
         assert needle in card
     assert "user-swap probe, test (n=4)" in card and "NLL" in card
     assert "peerdiff.load_adapter(" in card
+    man = json.loads((best.parent / "manifest.json").read_text())
+    assert man["config"]["train"]["lr"] == man["lr"]  # the rate it trained at, not train.lr
 
 
 def test_load_adapter_refuses_another_base_model(trained):

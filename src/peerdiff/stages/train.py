@@ -128,7 +128,11 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         seed=cfg.seed,
         **m.loss_weights(),
         name=f"{cfg.name}-{name}",
-        log_config={"method": name, **spec.settings(cfg), "train": asdict(cfg.train)},
+        log_config={
+            "method": name,
+            **spec.settings(cfg),
+            "train": {**asdict(cfg.train), "lr": m.lr()},  # the rate this method trains at
+        },
     )
     state = trainer.fit(examples, P.features, validate)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -139,7 +143,11 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
             return st
     st.finish(
         key,
-        {"method": name, "train": asdict(cfg.train), "settings": spec.settings(cfg)},
+        {
+            "method": name,
+            "train": {**asdict(cfg.train), "lr": m.lr()},
+            "settings": spec.settings(cfg),
+        },
         ["best/adapter.safetensors", "best/adapter_config.json", "state.json", "log.jsonl"],
         state=state,
         seconds=round(time.time() - t0, 1),
