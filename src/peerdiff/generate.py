@@ -176,8 +176,9 @@ def run_predictions(
 class Caller:
     """Cached, role-routed LLM calls of a multi-step method (one JSONL per step).
 
-    Each call's completion is checked (:func:`answer_problem`): one cut at the token budget,
-    with unfinished thinking, or without an answer is retried once (seed + 1, cached in
+    Each call's completion is checked (:func:`answer_problem`): one with unfinished
+    thinking, without an answer, or (reasoning backends only) cut at the token budget is
+    retried once (seed + 1, cached in
     ``<step>.retry.jsonl``) and, if it fails again, returned as ``None`` -- recorded as
     missing, never passed on. :attr:`stats` counts calls, failures and missing answers per
     step.
@@ -212,7 +213,8 @@ class Caller:
             self.directory / f"{step}.jsonl",
             fingerprint(who, asdict(p)),
         )
-        bad = [n for n, r in enumerate(recs) if _problem(r)]
+        thinks = self.backends.role_config(role).reasoning
+        bad = [n for n, r in enumerate(recs) if _problem(r, thinks)]
         if bad:
             q = replace(p, seed=p.seed + 1)
             again = cached_generate(
@@ -224,19 +226,20 @@ class Caller:
             )
             for n, r in zip(bad, again):
                 recs[n] = r
-        missing = sum(1 for r in recs if _problem(r))
+        missing = sum(1 for r in recs if _problem(r, thinks))
         self.stats[step] = {
             "calls": len(recs),
             "failed": len(bad),
             "recovered_by_retry": len(bad) - missing,
             "missing": missing,
         }
-        return [None if _problem(r) else strip_reasoning(r["raw"]) for r in recs]
+        return [None if _problem(r, thinks) else strip_reasoning(r["raw"]) for r in recs]
 
 
-def _problem(rec: dict) -> str | None:
+def _problem(rec: dict, reasoning: bool) -> str | None:
     return answer_problem(
-        Completion(rec["raw"], rec.get("reasoning", ""), rec.get("finish_reason", "stop"))
+        Completion(rec["raw"], rec.get("reasoning", ""), rec.get("finish_reason", "stop")),
+        reasoning,
     )
 
 

@@ -251,7 +251,7 @@ def parse_judge(answer) -> float:
     from peerdiff.backends.base import Completion, answer_problem, strip_reasoning
 
     c = answer if isinstance(answer, Completion) else Completion(answer)
-    if answer_problem(c) is not None:
+    if answer_problem(c, reasoning=True) is not None:  # the judge must finish, any model
         return float("nan")
     m = _SCORE.match(strip_reasoning(c.text))
     if not m:

@@ -203,3 +203,14 @@ def test_judge_counts_unparseable_and_unfinished_answers_as_missing(
         )
     finally:
         fake.close()
+
+
+def test_a_plain_models_cut_answer_is_its_answer_a_reasoning_models_is_not():
+    from peerdiff.backends.base import Completion, answer_problem
+
+    cut = Completion("The user writes longer sentences than", finish_reason="length")
+    assert answer_problem(cut, reasoning=False) is None
+    assert "finish_reason=length" in answer_problem(cut, reasoning=True)
+    for reasoning in (False, True):
+        assert answer_problem(Completion(""), reasoning) == "no answer"
+        assert "never closed" in answer_problem(Completion("<think>hm"), reasoning)

@@ -65,13 +65,15 @@ def strip_reasoning(text: str) -> str:
     return text.strip()
 
 
-def answer_problem(c: Completion) -> str | None:
+def answer_problem(c: Completion, reasoning: bool = True) -> str | None:
     """Why a completion cannot be used as an answer, or ``None`` when it can.
 
-    Cut at the token budget, thinking without its closing ``</think>``, or no answer after
-    the thinking: each is a failed call, never text to pass on.
+    Thinking without its closing ``</think>`` or no answer (after any thinking) is a failed
+    call, never text to pass on; so is an answer cut at the token budget when the model
+    ``reasoning`` (its budget may have gone to thinking). A plain model's cut answer is its
+    answer, as the published pipelines use it.
     """
-    if c.finish_reason == "length":
+    if reasoning and c.finish_reason == "length":
         return "cut at the token budget (finish_reason=length)"
     if "<think>" in c.text and "</think>" not in c.text:
         return "thinking never closed (<think> without </think>)"
