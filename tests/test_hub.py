@@ -12,7 +12,7 @@ from peerdiff.config import load_config
 from peerdiff.errors import BackendError, ConfigError, DataError
 from peerdiff.runner import run
 
-SMALL = [*TINY_RUN, "methods=[dep]"]
+SMALL = [*TINY_RUN, "methods=[dep]", "dep.lr=0.003"]  # not train.lr: the card must say 0.003
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_best_folder_is_a_self_describing_repository(trained):
     assert "user-swap probe, test (n=4)" in card and "NLL" in card
     assert "peerdiff.load_adapter(" in card
     man = json.loads((best.parent / "manifest.json").read_text())
-    assert man["config"]["train"]["lr"] == man["lr"]  # the rate it trained at, not train.lr
+    assert man["config"]["train"]["lr"] == man["lr"] == 0.003  # dep.lr, not train.lr
 
 
 def test_load_adapter_refuses_another_base_model(trained):

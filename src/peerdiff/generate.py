@@ -226,14 +226,15 @@ class Caller:
             )
             for n, r in zip(bad, again):
                 recs[n] = r
-        missing = sum(1 for r in recs if _problem(r, thinks))
+        usable = [_problem(r, thinks) is None for r in recs]
+        missing = usable.count(False)
         self.stats[step] = {
             "calls": len(recs),
             "failed": len(bad),
             "recovered_by_retry": len(bad) - missing,
             "missing": missing,
         }
-        return [None if _problem(r, thinks) else strip_reasoning(r["raw"]) for r in recs]
+        return [strip_reasoning(r["raw"]) if ok else None for r, ok in zip(recs, usable)]
 
 
 def _problem(rec: dict, reasoning: bool) -> str | None:

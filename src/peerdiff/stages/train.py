@@ -38,11 +38,15 @@ def validation_params(cfg: RunConfig) -> GenParams:
     return GenParams(max_new_tokens=cfg.train.val_max_new_tokens, seed=cfg.seed)
 
 
+def train_settings(cfg: RunConfig, name: str) -> dict:
+    """``train`` as method ``name`` trains: its own rate (``train.lr`` only as its default)."""
+    return {**asdict(cfg.train), "lr": methods.build(name, cfg).lr()}
+
+
 def train_key(cfg: RunConfig, name: str, data: Data) -> str:
     spec = methods.get(name)
-    t = asdict(cfg.train)
+    t = train_settings(cfg, name)
     t.pop("log_to")  # where curves go changes nothing that is computed
-    t["lr"] = spec.build(cfg).lr()  # the method's own rate (train.lr only as its default)
     val_decoding = None
     if cfg.train.select_by == "meteor":
         val_decoding = asdict(validation_params(cfg))
@@ -95,6 +99,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
     t0 = time.time()
     be = backends.local  # training always runs in transformers
     m = spec.build(cfg)
+    settings = train_settings(cfg, name)
     inj = injector(m, backends)
     ctx = data.context(cfg, spec.needs, token_counter(be))
     items = train_samples(cfg, data.bench)
@@ -122,7 +127,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         inj,
         pad_id=be.tokenizer.pad_token_id,
         cfg=cfg.train,
-        lr=m.lr(),
+        lr=settings["lr"],
         out_dir=st.dir,
         key=key,
         seed=cfg.seed,
@@ -131,7 +136,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         log_config={
             "method": name,
             **spec.settings(cfg),
-            "train": {**asdict(cfg.train), "lr": m.lr()},  # the rate this method trains at
+            "train": settings,
         },
     )
     state = trainer.fit(examples, P.features, validate)
@@ -145,7 +150,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         key,
         {
             "method": name,
-            "train": {**asdict(cfg.train), "lr": m.lr()},
+            "train": settings,
             "settings": spec.settings(cfg),
         },
         ["best/adapter.safetensors", "best/adapter_config.json", "state.json", "log.jsonl"],
@@ -156,7 +161,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         prompt_tokens_mean=round(float(np.mean([len(e.prompt_ids) for e in examples])), 1),
         val_samples=len(val),
         val_metric=metric,
-        lr=m.lr(),
+        lr=settings["lr"],
         trainable_parameters=sum(p.numel() for p in adapter.adapter_params()),
     )
     write_model_card(cfg.run_path, name)
