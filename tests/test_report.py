@@ -87,10 +87,17 @@ def test_write_report_files_and_plots(tmp_path):
             }
         )
     )
+    probe = tmp_path / "probe" / "dep-test"
+    probe.mkdir(parents=True)
+    summary = {"method": "dep", "split": "test", "n": 3, "donors": 2, "delta": 0.01}
+    summary.update(delta_ci=[-0.01, 0.03], own_best_share=0.5, own_rank_mean=1.5, chance_rank=2.0)
+    (probe / "summary.json").write_text(json.dumps(summary))
     out = write_report(tmp_path, n_boot=50)
-    for name in ("report.md", "report.csv", "report.json", "metrics.png", "training.png"):
+    names = ("report.md", "report.csv", "report.json", "metrics.png", "training.png")
+    for name in (*names, "paired.png", "probe.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "paired.png").read_bytes()[:4] == b"\x89PNG"
     assert "| dep | 2 | 3.7000 | 0.0900 | nan | yes |" in (out / "report.md").read_text()
     assert len((out / "report.csv").read_text().splitlines()) == 1 + 2 * 5
 
@@ -106,6 +113,7 @@ def test_report_of_a_run_with_training_only(tmp_path):
     md = (out / "report.md").read_text()
     assert "No evaluated methods" in md and "| dep | 1 | 4.0000 | 0.1000 |" in md
     assert (out / "training.png").exists() and not (out / "metrics.png").exists()
+    assert not (out / "paired.png").exists() and not (out / "probe.png").exists()
 
 
 def test_nll_is_lower_is_better_and_ppl_is_corpus_level(tmp_path):

@@ -1,4 +1,5 @@
-"""The report's figures: metric values with intervals per method, and training curves."""
+"""The report's figures: metric values with intervals per method, paired differences from
+the reference method, the user-swap probe, and training curves."""
 
 from __future__ import annotations
 
@@ -37,6 +38,93 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
         with atomic_path(target) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
+
+
+def plot_paired(report: dict[str, Any], path: Path) -> None:
+    """Each method minus the reference, per metric, with the paired bootstrap 95% interval.
+
+    The comparison the tables make: an interval that crosses the zero line is no difference.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for split, s in report["splits"].items():
+        rows = [r for r in s["rows"] if r["method"] != s["reference"]]
+        metrics = [m for m in s["metrics"] if any(r["scores"][m].get("vs_reference") for r in rows)]
+        if not rows or not metrics:
+            continue
+        fig, axes = plt.subplots(
+            1, len(metrics), figsize=(3.0 * len(metrics), 0.9 + 0.35 * len(rows)), squeeze=False
+        )
+        for ax, m in zip(axes[0], metrics):
+            for y, r in enumerate(rows):
+                d = r["scores"][m].get("vs_reference")
+                if not d:
+                    continue
+                lo, hi = d["ci"]
+                clear = lo > 0 or hi < 0
+                ax.errorbar(
+                    d["diff"],
+                    y,
+                    xerr=[[d["diff"] - lo], [hi - d["diff"]]],
+                    fmt="o",
+                    color="#c44e52" if clear else "#4c72b0",
+                    capsize=3,
+                )
+            ax.axvline(0, color="grey", lw=0.8)
+            ax.set_yticks(range(len(rows)), [r["method"] for r in rows], fontsize=8)
+            ax.invert_yaxis()
+            ax.set_title(LABELS[m], fontsize=9)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+            ax.grid(axis="x", alpha=0.3)
+        fig.suptitle(
+            f"{split} split: method minus {s['reference']}, paired bootstrap 95% interval "
+            "(red: excludes 0)",
+            fontsize=9,
+        )
+        fig.tight_layout()
+        target = path if len(report["splits"]) == 1 else path.with_name(f"{path.stem}-{split}.png")
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+
+
+def plot_probe(probes: list[dict[str, Any]], path: Path) -> None:
+    """The user-swap probe: mean NLL with donors' features minus with the user's own, per
+    method and split, with its bootstrap 95% interval (above 0: the user's own are better)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.4 * len(probes)))
+    for y, p in enumerate(probes):
+        lo, hi = p["delta_ci"]
+        ax.errorbar(
+            p["delta"],
+            y,
+            xerr=[[p["delta"] - lo], [hi - p["delta"]]],
+            fmt="o",
+            color="#c44e52" if lo > 0 else "#4c72b0",
+            capsize=3,
+        )
+    ax.axvline(0, color="grey", lw=0.8)
+    labels = [
+        f"{p['method']} ({p['split']}, n={p['n']}, own best {100 * p['own_best_share']:.0f}%)"
+        for p in probes
+    ]
+    ax.set_yticks(range(len(probes)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("donors' NLL minus own NLL (nats/token)")
+    ax.set_title("user-swap probe, 95% interval (red: own features better)", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
 
 
 def plot_training(train_dir: Path, path: Path) -> None:

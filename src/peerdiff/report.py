@@ -9,6 +9,9 @@ Reads the per-sample scores of ``<run_dir>/evaluate/<method>-<split>/`` and writ
   method (default ``dep`` when evaluated), on the samples both methods share; corpus BLEU is
   recomputed on every resample from per-sample n-gram statistics;
 - ``metrics.png``: each metric's value per method with its bootstrap 95% interval;
+- ``paired.png``: each method minus the reference per metric, with the paired interval;
+- ``probe.png``: the user-swap probe's delta with its interval, per method and split (when
+  the run has ``probe/``);
 - ``training.png``: a soft-prompt method's training loss per step and validation score per
   epoch (``train/<method>/``).
 
@@ -34,7 +37,7 @@ from peerdiff.metrics import (
     corpus_bleu,
     format_score,
 )
-from peerdiff.plots import plot_metrics, plot_training
+from peerdiff.plots import plot_metrics, plot_paired, plot_probe, plot_training
 from peerdiff.stage import atomic_path, read_json, write_json
 
 
@@ -311,7 +314,7 @@ def write_report(
     seed: int = 0,
     training_method: str = "dep",
 ) -> Path:
-    """Write ``report/report.{md,csv,json}``, ``metrics.png`` and ``training.png``."""
+    """Write ``report/report.{md,csv,json}`` and the plots (module docstring)."""
     run_dir = Path(run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -364,6 +367,10 @@ def write_report(
                         ]
                     )
     plot_metrics(report, out / "metrics.png")
+    plot_paired(report, out / "paired.png")
+    probes = [p for p in report.get("probe") or [] if p.get("n")]
+    if probes:
+        plot_probe(probes, out / "probe.png")
     train = run_dir / "train" / training_method
     if (train / "log.jsonl").exists():
         plot_training(train, out / "training.png")
