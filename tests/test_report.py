@@ -169,6 +169,11 @@ def test_report_lists_deviations_from_the_published_profile(tmp_path):
     devs = deviations(cpu)
     assert any(d.startswith("pipeline.n_items = 4 (published: 8)") for d in devs)
     assert any(d.startswith("generate.repetition_penalty") for d in devs)
+    quick = deviations(load_config("configs/quick.yaml"))  # DEP and baselines: no pipeline
+    assert quick and not any(d.startswith("pipeline.") for d in quick)
+    assert any(d.startswith("rag.k") for d in quick)
+    dep_only = deviations(load_config("configs/quick.yaml", ["methods=[nonperso,dep]"]))
+    assert not any(d.startswith(("pipeline.", "rag.")) for d in dep_only)
     fake_eval(tmp_path, "rag", np.full(5, 0.2))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cpu.to_dict()))
     md = (write_report(tmp_path, n_boot=20) / "report.md").read_text()

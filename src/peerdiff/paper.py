@@ -49,9 +49,20 @@ def _get(cfg: RunConfig, key: str) -> Any:
 
 
 def deviations(cfg: RunConfig) -> list[str]:
-    """Every setting of ``cfg`` that differs from the published profile, as a sentence."""
+    """Every setting of ``cfg`` that differs from the published profile, as a sentence.
+
+    Only sections some method of the run reads count (``pipeline.*`` in a run without PAG,
+    DPL or DRP changes nothing); ``generate.*`` always does.
+    """
+    from peerdiff import methods
+
+    read = {"generate"}
+    for name in cfg.methods:
+        read.update(methods.get(name).settings(cfg))
     out = []
     for key, (want, how) in PAPER.items():
+        if key.split(".")[0] not in read:
+            continue
         got = _get(cfg, key)
         if (how == "eq" and got != want) or (how == "min" and got < want):
             rel = "" if how == "eq" else ">= "
