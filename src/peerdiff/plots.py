@@ -12,13 +12,40 @@ import orjson
 from peerdiff.metrics import LABELS
 from peerdiff.stage import atomic_path, read_json
 
+RED, BLUE = "#c44e52", "#4c72b0"
 
-def plot_metrics(report: dict[str, Any], path: Path) -> None:
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path, split: str | None = None, n_splits: int = 1) -> None:
+    """Write ``fig`` atomically as PNG (``<stem>-<split>.png`` when a report has several
+    splits) and close it."""
+    if split is not None and n_splits > 1:
+        path = path.with_name(f"{path.stem}-{split}.png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    _pyplot().close(fig)
+
+
+def _intervals(ax, points: list[tuple[float, float, float, bool]], labels: list[str]) -> None:
+    """One row per ``(value, low, high, red)``: the value with its interval, and a zero line."""
+    for y, (v, lo, hi, red) in enumerate(points):
+        ax.errorbar(v, y, xerr=[[v - lo], [hi - v]], fmt="o", color=RED if red else BLUE, capsize=3)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(points)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_metrics(report: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
     for split, s in report["splits"].items():
         metrics, rows = s["metrics"], s["rows"]
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
@@ -27,17 +54,14 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
             v = np.array([r["scores"][m]["value"] for r in rows])
             lo = np.array([r["scores"][m]["ci"][0] for r in rows])
             hi = np.array([r["scores"][m]["ci"][1] for r in rows])
-            colors = ["#c44e52" if n == s["reference"] else "#4c72b0" for n in names]
+            colors = [RED if n == s["reference"] else BLUE for n in names]
             ax.bar(range(len(rows)), v, yerr=[v - lo, hi - v], color=colors, capsize=3)
             ax.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=8)
             ax.set_title(LABELS[m])
             ax.grid(axis="y", alpha=0.3)
         fig.suptitle(f"{split} split: score and bootstrap 95% interval (reference in red)")
         fig.tight_layout()
-        target = path if len(report["splits"]) == 1 else path.with_name(f"{path.stem}-{split}.png")
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
+        _save(fig, path, split, len(report["splits"]))
 
 
 def plot_paired(report: dict[str, Any], path: Path) -> None:
@@ -45,11 +69,7 @@ def plot_paired(report: dict[str, Any], path: Path) -> None:
 
     The comparison the tables make: an interval that crosses the zero line is no difference.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     for split, s in report["splits"].items():
         rows = [r for r in s["rows"] if r["method"] != s["reference"]]
         metrics = [m for m in s["metrics"] if any(r["scores"][m].get("vs_reference") for r in rows)]
@@ -59,80 +79,43 @@ def plot_paired(report: dict[str, Any], path: Path) -> None:
             1, len(metrics), figsize=(3.0 * len(metrics), 0.9 + 0.35 * len(rows)), squeeze=False
         )
         for ax, m in zip(axes[0], metrics):
-            for y, r in enumerate(rows):
-                d = r["scores"][m].get("vs_reference")
-                if not d:
-                    continue
-                lo, hi = d["ci"]
-                clear = lo > 0 or hi < 0
-                ax.errorbar(
-                    d["diff"],
-                    y,
-                    xerr=[[d["diff"] - lo], [hi - d["diff"]]],
-                    fmt="o",
-                    color="#c44e52" if clear else "#4c72b0",
-                    capsize=3,
-                )
-            ax.axvline(0, color="grey", lw=0.8)
-            ax.set_yticks(range(len(rows)), [r["method"] for r in rows], fontsize=8)
-            ax.invert_yaxis()
+            shown = [(r["method"], r["scores"][m].get("vs_reference")) for r in rows]
+            shown = [(name, d) for name, d in shown if d]
+            points = [(d["diff"], *d["ci"], d["ci"][0] > 0 or d["ci"][1] < 0) for _, d in shown]
+            _intervals(ax, points, [name for name, _ in shown])
             ax.set_title(LABELS[m], fontsize=9)
             ax.tick_params(axis="x", labelsize=7)
             ax.xaxis.set_major_locator(plt.MaxNLocator(4))
-            ax.grid(axis="x", alpha=0.3)
         fig.suptitle(
             f"{split} split: method minus {s['reference']}, paired bootstrap 95% interval "
             "(red: excludes 0)",
             fontsize=9,
         )
         fig.tight_layout()
-        target = path if len(report["splits"]) == 1 else path.with_name(f"{path.stem}-{split}.png")
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
+        _save(fig, path, split, len(report["splits"]))
 
 
 def plot_probe(probes: list[dict[str, Any]], path: Path) -> None:
     """The user-swap probe: mean NLL with donors' features minus with the user's own, per
     method and split, with its bootstrap 95% interval (above 0: the user's own are better)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.4 * len(probes)))
-    for y, p in enumerate(probes):
-        lo, hi = p["delta_ci"]
-        ax.errorbar(
-            p["delta"],
-            y,
-            xerr=[[p["delta"] - lo], [hi - p["delta"]]],
-            fmt="o",
-            color="#c44e52" if lo > 0 else "#4c72b0",
-            capsize=3,
-        )
-    ax.axvline(0, color="grey", lw=0.8)
-    labels = [
-        f"{p['method']} ({p['split']}, n={p['n']}, own best {100 * p['own_best_share']:.0f}%)"
-        for p in probes
-    ]
-    ax.set_yticks(range(len(probes)), labels, fontsize=8)
-    ax.invert_yaxis()
+    _intervals(
+        ax,
+        [(p["delta"], *p["delta_ci"], p["delta_ci"][0] > 0) for p in probes],
+        [
+            f"{p['method']} ({p['split']}, n={p['n']}, own best {100 * p['own_best_share']:.0f}%)"
+            for p in probes
+        ],
+    )
     ax.set_xlabel("donors' NLL minus own NLL (nats/token)")
     ax.set_title("user-swap probe, 95% interval (red: own features better)", fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_training(train_dir: Path, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     log = [
         orjson.loads(line) for line in (train_dir / "log.jsonl").read_bytes().splitlines() if line
     ]
@@ -172,6 +155,4 @@ def plot_training(train_dir: Path, path: Path) -> None:
     b.set_title(f"{train_dir.name}: validation {metric} per epoch")
     b.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    _save(fig, path)

@@ -133,11 +133,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         seed=cfg.seed,
         **m.loss_weights(),
         name=f"{cfg.name}-{name}",
-        log_config={
-            "method": name,
-            **spec.settings(cfg),
-            "train": settings,
-        },
+        log_config={"method": name, **spec.settings(cfg), "train": settings},
     )
     state = trainer.fit(examples, P.features, validate)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -148,11 +144,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
             return st
     st.finish(
         key,
-        {
-            "method": name,
-            "train": settings,
-            "settings": spec.settings(cfg),
-        },
+        {"method": name, "train": settings, "settings": spec.settings(cfg)},
         ["best/adapter.safetensors", "best/adapter_config.json", "state.json", "log.jsonl"],
         state=state,
         seconds=round(time.time() - t0, 1),
