@@ -48,12 +48,14 @@ def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(uniques.to_pylist(), dtype=object)
 
 
-def _first_occurrence(keys: np.ndarray) -> np.ndarray:
-    """Boolean mask of the first occurrence of each key, in array order."""
-    _, first = np.unique(keys, return_index=True)
-    mask = np.zeros(len(keys), dtype=bool)
-    mask[first] = True
-    return mask
+def _repeats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rows whose ``(a, b)`` pair occurred at an earlier row (a stable two-key sort; no
+    combined key, so nothing can collide)."""
+    o = np.lexsort((b, a))  # stable: equal pairs keep array order
+    same = (a[o][1:] == a[o][:-1]) & (b[o][1:] == b[o][:-1])
+    rep = np.zeros(len(a), dtype=bool)
+    rep[o[1:][same]] = True
+    return rep
 
 
 def dedup_latest_first(
@@ -71,9 +73,8 @@ def dedup_latest_first(
     order = np.lexsort((line, -ts, user))  # user asc, newest first, file order on ties
     u, it, tx = user[order], item[order], text[order]
     # Only users with a repeated (user, item) or (user, text) key need the greedy scan.
-    dup_item = ~_first_occurrence(u * (it.max() + 1) + it)
-    _, inv = np.unique(np.stack([u, tx.astype(np.int64)]), axis=1, return_inverse=True)
-    dup_text = ~_first_occurrence(inv.ravel())
+    dup_item = _repeats(u, it)
+    dup_text = _repeats(u, tx)
     if not (dup_item.any() or dup_text.any()):
         return keep, 0, 0
     dup_users = np.unique(u[dup_item | dup_text])
@@ -286,33 +287,51 @@ def build_benchmark(
     review_id_of_raw = np.full(n_raw, -1, dtype=np.int64)
     review_id_of_raw[raw_keep] = np.arange(int(raw_keep.sum()))
 
-    # ---- samples
+    # ---- samples: a user's held-out rows in time order are the train targets (j = 0, 1..),
+    # then val, then test; a target's profile is the user's rows strictly before its time
     f_user = user[final_rows]
     f_ts = ts[final_rows]
     f_rid = review_id_of_raw[final_rows]
     f_held = held[final_sorted]
-    f_starts = _group_starts(f_user)
-    f_ends = np.r_[f_starts[1:], len(final_rows)]
-    sample_rows: dict[str, list] = {k: [] for k in schema.SAMPLES.names}
-    ties_excluded = 0
-    empty_profiles = 0
-    for s, e in zip(f_starts.tolist(), f_ends.tolist()):
-        uid = user_ids[f_user[s]]
-        held_pos = np.flatnonzero(f_held[s:e]) + s
-        names = [("train", j) for j in range(p.n_train_targets)] + [("val", 0), ("test", 0)]
-        for (split, j), pos in zip(names, held_pos.tolist()):
-            cut = s + int(np.searchsorted(f_ts[s:e], f_ts[pos], side="left"))
-            ties_excluded += pos - cut
-            if cut == s:
-                empty_profiles += 1
-                continue
-            sid = f"{split}:{uid}" if split != "train" else f"train:{uid}:{j}"
-            sample_rows["sample_id"].append(sid)
-            sample_rows["split"].append(split)
-            sample_rows["user_id"].append(uid)
-            sample_rows["target"].append(int(f_rid[pos]))
-            sample_rows["profile"].append(f_rid[s:cut].tolist())
-    samples = pa.Table.from_pydict(sample_rows, schema=schema.SAMPLES)
+    n_f = len(final_rows)
+    ar = np.arange(n_f)
+    new_user = np.r_[True, f_user[1:] != f_user[:-1]][:n_f]
+    new_time = new_user | np.r_[True, f_ts[1:] != f_ts[:-1]][:n_f]
+    pos = np.flatnonzero(f_held)
+    start = np.maximum.accumulate(np.where(new_user, ar, 0))[pos]  # the user's first row
+    cut = np.maximum.accumulate(np.where(new_time, ar, 0))[pos]  # first row at the target's time
+    h_starts = _group_starts(f_user[pos])
+    j = np.arange(len(pos)) - np.repeat(h_starts, np.diff(np.r_[h_starts, len(pos)]))
+    named = j < p.n_train_targets + 2
+    ties_excluded = int((pos - cut)[named].sum())
+    empty = named & (cut == start)
+    empty_profiles = int(empty.sum())
+    ok = named & ~empty
+    pos, start, cut, j = pos[ok], start[ok], cut[ok], j[ok]
+    split = np.where(
+        j < p.n_train_targets, "train", np.where(j == p.n_train_targets, "val", "test")
+    )
+    uid = user_ids[f_user[pos]]
+    sample_ids = [
+        f"train:{u}:{k}" if k < p.n_train_targets else f"{sp}:{u}"
+        for u, k, sp in zip(uid.tolist(), j.tolist(), split.tolist())
+    ]
+    lengths = cut - start
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+    profile = pa.LargeListArray.from_arrays(
+        pa.array(offsets), pa.array(f_rid[np.repeat(start, lengths) + within])
+    ).cast(pa.list_(pa.int64()))
+    samples = pa.table(
+        {
+            "sample_id": pa.array(sample_ids, pa.string()),
+            "split": pa.array(split.tolist(), pa.string()),
+            "user_id": pa.array(uid.tolist(), pa.string()),
+            "target": pa.array(f_rid[pos], pa.int64()),
+            "profile": profile,
+        },
+        schema=schema.SAMPLES,
+    )
 
     # ---- write reviews (streaming the raw file once) and items
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -326,8 +345,8 @@ def build_benchmark(
     base_items = item[order[base]]
     ipu = np.bincount(base_items, minlength=len(item_ids))
     peers = ipu[base_items] - 1  # other users whose base profile has the item
-    split_counts = Counter(sample_rows["split"])
-    prof_len = np.array([len(x) for x in sample_rows["profile"]], dtype=np.int64)
+    split_counts = Counter(split.tolist())
+    prof_len = lengths.astype(np.int64)
     return {
         "input_rows": n_raw,
         "users": int(len(np.unique(f_user))),

@@ -89,7 +89,7 @@ def read_reviews_columnar(
                 explicit_schema=schema_, unexpected_field_behavior="ignore"
             ),
         )
-        with pq.ParquetWriter(tmp, schema.RAW_REVIEWS, compression="zstd") as writer:
+        with pq.ParquetWriter(tmp, schema.RAW_REVIEWS, **schema.RAW_WRITE_OPTIONS) as writer:
             for batch in reader:
                 t = pa.Table.from_batches([batch])
                 n = t.num_rows

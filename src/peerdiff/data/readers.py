@@ -255,7 +255,7 @@ def read_reviews_lines(
     path = Path(path)
     stats = ReadStats()
     cols: dict[str, list] = {name: [] for name in schema.RAW_REVIEWS.names}
-    with pq.ParquetWriter(out, schema.RAW_REVIEWS, compression="zstd") as writer:
+    with pq.ParquetWriter(out, schema.RAW_REVIEWS, **schema.RAW_WRITE_OPTIONS) as writer:
 
         def flush() -> None:
             if cols["line"]:
