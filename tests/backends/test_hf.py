@@ -111,3 +111,38 @@ def test_penalty_scope_generated_ignores_the_prompt(tiny_lm):
     plain = first()
     assert first(repetition_penalty=100.0) == plain  # nothing generated yet: no penalty
     assert first(repetition_penalty=100.0, penalty_scope="prompt") != plain
+
+
+def test_reserved_cache_gives_dynamic_cache_logits(tiny_lm):
+    """The reserved-room KV cache used by decoding returns the same logits as transformers'
+    ``DynamicCache`` through a shared prefix repeated over rows, rows leaving the batch,
+    several tokens at once and growth past its room."""
+    import torch
+    from transformers import DynamicCache
+
+    from peerdiff.model.lm import cache_kw, reserved_cache
+
+    model, tok, _ = tiny_lm
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(3, len(tok), (1, 5), generator=g)
+    steps = torch.randint(3, len(tok), (3, 9), generator=g)
+    kw = cache_kw(model)
+
+    def run(cache):
+        outs = []
+        with torch.no_grad():
+            model(input_ids=prefix, use_cache=True, **{kw: cache})
+            cache.batch_repeat_interleave(3)
+            rows = torch.arange(3)
+            for a, b in [(0, 1), (1, 4), (4, 5), (5, 6), (6, 9)]:  # (1, 4): three at once
+                if a == 5:
+                    rows = torch.tensor([0, 2])
+                    cache.batch_select_indices(torch.tensor([0, 2]))
+                out = model(input_ids=steps[rows, a:b], use_cache=True, **{kw: cache})
+                outs.append(out.logits)
+        return outs
+
+    want = run(DynamicCache())
+    got = run(reserved_cache(room=2))  # room 2: must grow
+    for w, x in zip(want, got):
+        torch.testing.assert_close(x, w)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from peerdiff.backends.base import Completion, GenParams, Message
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
-from peerdiff.model.lm import cache_kw, pad_batch, shared_prefix
+from peerdiff.model.lm import cache_kw, pad_batch, reserved_cache, shared_prefix
 
 
 class HFBackend:
@@ -165,15 +165,13 @@ class HFBackend:
         placeholders are not tokens, so a row's output does not depend on the other rows of
         its batch.
         """
-        from transformers import DynamicCache
-
         model = self.model
         ckw = cache_kw(model)
         eos = self.tokenizer.eos_token_id
         vocab = model.get_input_embeddings().weight.shape[0]
         B = ids.shape[0]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        cache = reserved_cache(params.max_new_tokens)
 
         def inputs(cols: slice, rows: slice = slice(None)) -> dict:
             if inputs_embeds is not None:
