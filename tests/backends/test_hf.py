@@ -146,3 +146,52 @@ def test_reserved_cache_gives_dynamic_cache_logits(tiny_lm):
     got = run(reserved_cache(room=2))  # room 2: must grow
     for w, x in zip(want, got):
         torch.testing.assert_close(x, w)
+
+
+def test_scored_generation_gives_the_same_texts_and_target_nll(tiny_lm):
+    """One prefill for decoding and target NLL: the texts equal plain generation and the
+    NLL sums equal the teacher-forced pass of the NLL stage, for token and soft prompts,
+    prompts sharing a prefix, ragged targets (one empty, one of a single token)."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from peerdiff.model.inject import Injector, add_placeholders
+    from peerdiff.probe import target_nll
+
+    model, tok, _ = tiny_lm
+    tok = copy.deepcopy(tok)
+    be = HFBackend(model, tok, batch_size=4)
+    p = GenParams(max_new_tokens=7, repetition_penalty=1.3)
+    prompts = [be.encode(c) for c in convs(["a shared start, then one", "a shared start", "zz"])]
+    prompts.append(list(prompts[0]))
+    enc = lambda t: tok(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    targets = [enc("the real review text"), enc("q"), [], enc("another, longer target here")]
+
+    texts, sums = be.generate_scored(prompts, targets, p)
+    assert texts == be.generate_ids(prompts, p)
+    want, counts = target_nll(model, tok.pad_token_id, prompts, targets, batch_size=2)
+    # batch 2 puts the two identical prompts together (their whole prompt is common)
+    np.testing.assert_allclose(
+        want, target_nll(model, tok.pad_token_id, prompts, targets, batch_size=1)[0], rtol=1e-5
+    )
+    np.testing.assert_allclose(sums, want, rtol=1e-5, atol=1e-5)
+    assert sums[2] == 0.0 and counts[2] == 0 and all(s > 0 for i, s in enumerate(sums) if i != 2)
+
+    ids = add_placeholders(tok, ["[SOFT_TOKEN_0]", "[SOFT_TOKEN_1]"])
+    inj = Injector(model.get_input_embeddings(), ids)
+    soft_prompts = [q[:3] + ids + q[3:] for q in prompts]
+    emb = torch.randn(
+        len(prompts), 2, model.config.hidden_size, generator=torch.Generator().manual_seed(1)
+    )
+
+    def soft(idx):
+        return emb[idx]
+
+    texts, sums = be.generate_scored(soft_prompts, targets, p, soft_fn=soft, injector=inj)
+    assert texts == be.generate_soft(soft_prompts, soft, inj, p)
+    want, _ = target_nll(
+        model, tok.pad_token_id, soft_prompts, targets, soft=soft, injector=inj, batch_size=3
+    )
+    np.testing.assert_allclose(sums, want, rtol=1e-5, atol=1e-5)

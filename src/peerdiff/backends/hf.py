@@ -16,7 +16,7 @@ from tqdm import tqdm
 from peerdiff.backends.base import Completion, GenParams, Message
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
-from peerdiff.model.lm import cache_kw, pad_batch, reserved_cache, shared_prefix
+from peerdiff.model.lm import cache_kw, decoder_of, pad_batch, reserved_cache, shared_prefix
 
 
 class HFBackend:
@@ -85,6 +85,39 @@ class HFBackend:
         """Generate from token-id prompts; returns decoded continuations in input order."""
         return self._generate(prompts, params, desc)
 
+    def generate_scored(
+        self,
+        prompts: Sequence[list[int]],
+        targets: Sequence[list[int]],
+        params: GenParams,
+        desc: str = "generate",
+        soft_fn: Callable[[list[int]], torch.Tensor] | None = None,
+        injector: Injector | None = None,
+    ) -> tuple[list[str], list[float]]:
+        """Generate and, from the same prefill of each prompt, the summed NLL of its target.
+
+        The prompt is prefilled once for both: the targets are teacher-forced on top of the
+        prompt's KV cache (no repetition penalty: the model's own probabilities), then the
+        cache is cut back to the prompt and decoding starts. Outputs equal
+        :meth:`generate_ids` / :meth:`generate_soft`; the sums equal
+        :func:`peerdiff.probe.target_nll` up to float rounding (different batching).
+
+        Returns:
+            ``(texts, nll_sums)`` in input order (``sum / len(target)`` is nats per token).
+        """
+        if (soft_fn is None) != (injector is None):
+            raise ValueError("soft_fn and injector go together")
+        embeds = None
+        if soft_fn is not None:
+
+            def embeds(idx: list[int], ids: torch.Tensor) -> torch.Tensor:
+                return injector(ids, soft_fn(idx).to(self.device))
+
+        placeholders = injector.table >= 0 if injector is not None else None
+        return self._generate(
+            prompts, params, desc, embeds, placeholders=placeholders, targets=targets
+        )
+
     def generate_soft(
         self,
         prompts: Sequence[list[int]],
@@ -113,9 +146,11 @@ class HFBackend:
         embeds: Callable[[list[int], torch.Tensor], torch.Tensor] | None = None,
         full: bool = False,
         placeholders: torch.Tensor | None = None,
-    ) -> list:
+        targets: Sequence[list[int]] | None = None,
+    ) -> list | tuple[list, list[float]]:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
+        nll = [0.0] * len(prompts)
         pad = self.tokenizer.pad_token_id
         bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=len(prompts) <= 1)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
@@ -126,7 +161,13 @@ class HFBackend:
             ids, mask = ids.to(self.device), mask.to(self.device)
             gen = torch.Generator(device="cpu").manual_seed(params.seed + b)
             emb = embeds(idx, ids) if embeds is not None else None
-            for row, toks in enumerate(self.decode(ids, mask, params, emb, gen, shared)):
+            tg = None if targets is None else [targets[i] for i in idx]
+            decoded = self.decode(ids, mask, params, emb, gen, shared, tg)
+            if tg is not None:
+                decoded, sums = decoded
+                for row, v in enumerate(sums):
+                    nll[idx[row]] = v
+            for row, toks in enumerate(decoded):
                 text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
                 if full:  # EOS is never kept: a full-length output ran out of budget
                     done = "length" if len(toks) >= params.max_new_tokens else "stop"
@@ -134,7 +175,7 @@ class HFBackend:
                 out[idx[row]] = text
             bar.update(len(idx))
         bar.close()
-        return out
+        return out if targets is None else (out, nll)
 
     @torch.inference_mode()
     def decode(
@@ -145,7 +186,8 @@ class HFBackend:
         inputs_embeds: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         shared: int = 0,
-    ) -> list[list[int]]:
+        targets: Sequence[list[int]] | None = None,
+    ) -> list[list[int]] | tuple[list[list[int]], list[float]]:
         """Batched decoding with a KV cache; finished rows leave the batch.
 
         Args:
@@ -155,8 +197,13 @@ class HFBackend:
             shared: leading columns identical in every row (no soft token among them): they
                 are computed once and their KV cache is repeated over the batch.
 
+            targets: token ids per row to score after the prompt (see
+                :meth:`generate_scored`); then the summed NLL of each row's target is
+                returned too.
+
         Returns:
-            The generated token ids of each row (EOS excluded).
+            The generated token ids of each row (EOS excluded); with ``targets``,
+            ``(ids, nll_sums)``.
 
         The repetition penalty (CTRL / transformers semantics: positive logits divided,
         negative multiplied) covers the row's generated tokens, and with
@@ -202,6 +249,9 @@ class HFBackend:
             .logits[:, -1]
             .float()
         )
+        sums = None
+        if targets is not None:
+            sums = self._score(logits, targets, cache, mask, pos[:, -1] + 1)
         penalty = params.repetition_penalty != 1.0
         seen = None
         if penalty:
@@ -250,7 +300,65 @@ class HFBackend:
                 .float()
             )
             nxt_pos = nxt_pos + 1
-        return outs
+        return outs if sums is None else (outs, sums)
+
+    def _score(
+        self,
+        last: torch.Tensor,
+        targets: Sequence[list[int]],
+        cache,
+        mask: torch.Tensor,
+        start: torch.Tensor,
+        chunk: int = 1024,
+    ) -> list[float]:
+        """Summed NLL of each row's target after its prompt, the cache left at the prompt.
+
+        ``last``: the logits at each prompt's last position (they score the first target
+        token); the rest of each target is fed right-padded on top of the cache, the LM head
+        applied only at real positions (``chunk`` at a time), then the cache cut back.
+        """
+        import torch.nn.functional as F
+
+        B, dev = len(targets), mask.device
+        n = [len(t) for t in targets]
+        sums = torch.zeros(B, dtype=torch.float64)
+        first = [r for r in range(B) if n[r]]
+        if first:
+            tok = torch.tensor([targets[r][0] for r in first], device=dev)
+            lp = F.cross_entropy(last[first], tok, reduction="none")
+            sums[first] += lp.double().cpu()
+        width = max(n, default=0) - 1
+        if width <= 0:
+            return sums.tolist()
+        fed = torch.full((B, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        fmask = torch.zeros((B, width), dtype=mask.dtype)
+        labels = torch.full((B, width), -100, dtype=torch.long)
+        for r, t in enumerate(targets):
+            k = len(t) - 1
+            if k > 0:
+                fed[r, :k] = torch.tensor(t[:-1])
+                fmask[r, :k] = 1
+                labels[r, :k] = torch.tensor(t[1:])
+        fed, fmask, labels = fed.to(dev), fmask.to(dev), labels.to(dev)
+        body = decoder_of(self.model)
+        h = body(
+            input_ids=fed,
+            attention_mask=torch.cat([mask, fmask], dim=1),
+            position_ids=start[:, None] + torch.arange(width, device=dev),
+            use_cache=True,
+            **{cache_kw(body): cache},
+        ).last_hidden_state
+        sel = labels != -100
+        rows = sel.nonzero()[:, 0]
+        hs, ys = h[sel], labels[sel]
+        head = self.model.get_output_embeddings()
+        for a in range(0, len(ys), chunk):
+            lp = F.cross_entropy(
+                head(hs[a : a + chunk]).float(), ys[a : a + chunk], reduction="none"
+            )
+            sums.index_add_(0, rows[a : a + chunk].cpu(), lp.double().cpu())
+        cache.crop(-width)  # back to the prompt: decoding overwrites the target's room
+        return sums.tolist()
 
     @staticmethod
     def _pick(

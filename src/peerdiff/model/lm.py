@@ -100,6 +100,9 @@ def collate(
     seqs = [e.prompt_ids + e.target_ids for e in examples]
     if shared is None:
         shared = shared_prefix([e.prompt_ids for e in examples], is_placeholder)
+    # every row keeps its last prompt token out of the shared part: its hidden state scores
+    # the first target token (a batch of identical prompts would otherwise share all of it)
+    shared = max(0, min(shared, min(len(e.prompt_ids) for e in examples) - 1))
     ids, mask = pad_batch(seqs, pad_id, shared)
     labels = torch.full_like(ids, -100)
     for i, e in enumerate(examples):
@@ -114,7 +117,8 @@ def collate(
     }
 
 
-def _decoder(llm):
+def decoder_of(llm):
+    """The transformer body of a causal LM (hidden states, no LM head)."""
     return llm.get_decoder() if hasattr(llm, "get_decoder") else llm.model
 
 
@@ -151,7 +155,7 @@ def target_losses(
     """
     from transformers import DynamicCache
 
-    decoder = _decoder(llm)
+    decoder = decoder_of(llm)
     kw = cache_kw(decoder)
     mask, pos = batch["attention_mask"], batch["position_ids"]
     B = embeds.shape[0]
@@ -237,6 +241,14 @@ def reserved_cache(room: int):
             self._n = n + t
             self.keys, self.values = buf[0][..., : self._n, :], buf[1][..., : self._n, :]
             return self.keys, self.values
+
+        def crop(self, tokens_to_remove: int) -> None:
+            if tokens_to_remove < 0 and self.get_seq_length() > 0:  # keep the room
+                self._n = max(0, self._n + tokens_to_remove)
+                self.keys = self._buf[0][..., : self._n, :]
+                self.values = self._buf[1][..., : self._n, :]
+            else:
+                super().crop(tokens_to_remove)
 
         def batch_repeat_interleave(self, repeats: int) -> None:
             super().batch_repeat_interleave(repeats)

@@ -75,14 +75,24 @@ def target_ids(tokenizer, text: str, n: int) -> list[int]:
     return ids[:n] if len(ids) >= n else ids + [tokenizer.eos_token_id]
 
 
-def injector(method, backends: Backends):
-    """Placeholders registered in the tokenizers; the injector over the local model."""
-    from peerdiff.model.inject import Injector, add_placeholders
+def register_placeholders(method, backends: Backends) -> list[int]:
+    """A soft-prompt method's placeholders as single tokens in the local tokenizer (and the
+    engine's); their ids. Idempotent. Prompts built or encoded before this would count and
+    tokenize each placeholder as text."""
+    from peerdiff.model.inject import add_placeholders
 
     names = method.placeholders()
     ids = add_placeholders(backends.local.tokenizer, names)
     if backends.engine is not backends.local:  # vLLM tokenizes the prompts: same ids there
         assert add_placeholders(backends.engine.tokenizer, names) == ids
+    return ids
+
+
+def injector(method, backends: Backends):
+    """Placeholders registered in the tokenizers; the injector over the local model."""
+    from peerdiff.model.inject import Injector
+
+    ids = register_placeholders(method, backends)
     return Injector(backends.local.model.get_input_embeddings(), ids)
 
 
@@ -125,6 +135,8 @@ def method_prompts(
 
     spec = methods.get(name)
     m = spec.build(cfg)
+    if spec.soft:  # placeholders must be single tokens before anything is counted or encoded
+        register_placeholders(m, backends)
     ctx = data.context(cfg, spec.needs, token_counter(tokenizer_backend))
     call = None
     if len(spec.roles) > 1:

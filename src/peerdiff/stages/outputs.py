@@ -42,11 +42,16 @@ def generate(
 ) -> Stage:
     """``peerdiff generate``: one prediction per sample (resumable JSONL).
 
+    When the target NLL is also due (``evaluate.nll``, stage not done) and the generator is
+    the local model that scores it, both come from one prefill of each prompt
+    (:meth:`peerdiff.backends.hf.HFBackend.generate_scored`) and the ``nll`` stage is
+    written here too; :func:`likelihood` then finds it done.
+
     Raises:
         MissingStageError: a soft-prompt method whose adapter was not trained.
     """
     from peerdiff.generate import chat_fn, run_predictions, soft_generate_fn
-    from peerdiff.model.adapters import load_adapter
+    from peerdiff.model.adapters import load_adapter, soft_fn
 
     spec = methods.get(name)
     if spec.soft:
@@ -62,17 +67,65 @@ def generate(
     t0 = time.time()
     generator = backends.engine if spec.soft else backends.role("generator")
     P = method_prompts(cfg, name, split, items, data, backends, generator)
+    nll = _nll_plan(cfg, name, split, items, data, backends, adapter) if cfg.evaluate.nll else None
+    scored = nll is not None and not nll[0].is_done(nll[1]) and nll[2] is generator
+    sums: dict[int, float] = {}
+    targets: list[list[int]] = []
+    if spec.soft or scored:
+        ids = [generator.encode(c) for c in P.conversations]
+    if scored:
+        n = cfg.evaluate.nll_target_tokens
+        targets = [target_ids(generator.tokenizer, data.bench.texts[s.target], n) for s in items]
     if spec.soft:
         m = spec.build(cfg)
         inj = injector(m, backends)
         ad = load_adapter(adapter.path("best"), generator.device).eval()
-        ids = [generator.encode(c) for c in P.conversations]
-        gen = soft_generate_fn(generator, inj, ad, ids, P.features, params, name)
+        if scored:
+            tokens = soft_fn(ad, P.features, generator.device)
+
+            def gen(idx: list[int]) -> list[str]:
+                texts, s_ = generator.generate_scored(
+                    [ids[i] for i in idx],
+                    [targets[i] for i in idx],
+                    params,
+                    name,
+                    soft_fn=lambda j: tokens([idx[x] for x in j]),
+                    injector=inj,
+                )
+                sums.update(zip(idx, s_))
+                return texts
+
+        else:
+            gen = soft_generate_fn(generator, inj, ad, ids, P.features, params, name)
+    elif scored:
+
+        def gen(idx: list[int]) -> list[str]:
+            texts, s_ = generator.generate_scored(
+                [ids[i] for i in idx], [targets[i] for i in idx], params, name
+            )
+            sums.update(zip(idx, s_))
+            return texts
+
     else:
         gen = chat_fn(generator, P.conversations, params, name)
     recs = run_predictions(
         name, items, P.conversations, gen, stage.path("predictions.jsonl"), gen_key
     )
+    if scored and len(sums) == len(items):  # a resumed run scores its remainder apart
+        nll_stage, nll_key, _ = nll
+        _write_nll(
+            nll_stage,
+            nll_key,
+            name,
+            split,
+            items,
+            np.array([sums[i] for i in range(len(items))]),
+            np.array([len(t) for t in targets], dtype=np.int64),
+            ids,
+            n,
+            time.time() - t0,
+            with_generation=True,
+        )
     extra: dict[str, Any] = {}
     if len(spec.roles) > 1:
         extra = {
@@ -85,9 +138,46 @@ def generate(
         ["predictions.jsonl"],
         seconds=round(time.time() - t0, 2),
         samples=len(recs),
+        nll_in_same_pass=bool(scored and len(sums) == len(items)),
         **extra,
     )
     return stage
+
+
+def _nll_plan(cfg, name, split, items, data, backends, adapter):
+    """``(stage, key, scorer)`` of a method's target-NLL stage, or ``None`` when its
+    generator runs on a server (no likelihoods there)."""
+    spec = methods.get(name)
+    if not (spec.soft or backends.scores_locally("generator")):
+        return None
+    if spec.soft:
+        require_adapter(name, adapter)
+    who = backends.identity("local") if spec.soft else backends.role_identity("generator")
+    n = cfg.evaluate.nll_target_tokens
+    key = fingerprint(
+        NLL_FORMAT, prompt_key(cfg, name, split, items, data, backends, adapter), who, n
+    )
+    scorer = backends.local if spec.soft else backends.scoring("generator")
+    return Stage(cfg.run_path / "nll", f"{name}-{split}"), key, scorer
+
+
+def _write_nll(
+    stage, key, name, split, items, sums, counts, prompts, n, seconds, with_generation=False
+) -> None:
+    table = pa.table(
+        {"sample_id": [s.sample_id for s in items], "nll_sum": sums, "nll_tokens": counts}
+    )
+    with atomic_path(stage.path("nll.parquet")) as tmp:
+        pq.write_table(table, tmp)
+    stage.finish(
+        key,
+        {"method": name, "split": split, "nll_target_tokens": n},
+        ["nll.parquet"],
+        seconds=round(seconds, 2),
+        prompt_tokens_mean=round(float(np.mean([len(p) for p in prompts])), 1) if prompts else 0,
+        nll=float(np.mean(sums / np.maximum(counts, 1))) if len(sums) else None,
+        with_generation=with_generation,
+    )
 
 
 def likelihood(
@@ -100,27 +190,22 @@ def likelihood(
 ) -> Stage | None:
     """Target NLL per sample under the method's exact prompt (``nll/<method>-<split>``).
 
-    ``None`` when the method's generator runs on a server (no likelihoods there).
+    ``None`` when the method's generator runs on a server (no likelihoods there). Usually
+    already written by :func:`generate` from the same prefill; computed here otherwise.
     """
     from peerdiff.model.adapters import load_adapter, soft_fn
     from peerdiff.probe import target_nll
 
     spec = methods.get(name)
-    if not (spec.soft or backends.scores_locally("generator")):
-        return None
-    if spec.soft:
-        require_adapter(name, adapter)
     items = samples(cfg, data.bench, split)
-    who = backends.identity("local") if spec.soft else backends.role_identity("generator")
-    n = cfg.evaluate.nll_target_tokens
-    key = fingerprint(
-        NLL_FORMAT, prompt_key(cfg, name, split, items, data, backends, adapter), who, n
-    )
-    stage = Stage(cfg.run_path / "nll", f"{name}-{split}")
+    plan = _nll_plan(cfg, name, split, items, data, backends, adapter)
+    if plan is None:
+        return None
+    stage, key, scorer = plan
     if stage.is_done(key):
         return stage
     t0 = time.time()
-    scorer = backends.local if spec.soft else backends.scoring("generator")
+    n = cfg.evaluate.nll_target_tokens
     P = method_prompts(cfg, name, split, items, data, backends, scorer)
     prompts = [scorer.encode(c) for c in P.conversations]
     targets = [target_ids(scorer.tokenizer, data.bench.texts[s.target], n) for s in items]
@@ -138,19 +223,7 @@ def likelihood(
         desc=f"nll {name}",
         **kw,
     )
-    table = pa.table(
-        {"sample_id": [s.sample_id for s in items], "nll_sum": sums, "nll_tokens": counts}
-    )
-    with atomic_path(stage.path("nll.parquet")) as tmp:
-        pq.write_table(table, tmp)
-    stage.finish(
-        key,
-        {"method": name, "split": split, "nll_target_tokens": n},
-        ["nll.parquet"],
-        seconds=round(time.time() - t0, 2),
-        prompt_tokens_mean=round(float(np.mean([len(p) for p in prompts])), 1) if prompts else 0,
-        nll=float(np.mean(sums / np.maximum(counts, 1))) if len(sums) else None,
-    )
+    _write_nll(stage, key, name, split, items, sums, counts, prompts, n, time.time() - t0)
     return stage
 
 
