@@ -196,7 +196,6 @@ class HFBackend:
             inputs_embeds: ``(batch, seq, hidden)`` prompt embeddings (soft prompts).
             shared: leading columns identical in every row (no soft token among them): they
                 are computed once and their KV cache is repeated over the batch.
-
             targets: token ids per row to score after the prompt (see
                 :meth:`generate_scored`); then the summed NLL of each row's target is
                 returned too.
