@@ -1,8 +1,9 @@
 """Local transformers backend: batched generation with left padding, CPU or GPU.
 
 Prompts are sorted by length so each batch holds similar lengths (less padding), generated
-in batches, and returned in the caller's order. :meth:`HFBackend.generate_embeds` takes
-``inputs_embeds`` instead of token ids; soft-prompt methods (DEP, PPlug) use it.
+in batches, and returned in the caller's order. :meth:`HFBackend.generate_soft` places soft
+vectors at placeholder tokens (DEP, PPlug); :meth:`HFBackend.generate_scored` also returns
+each target's NLL from the same prompt prefill.
 """
 
 from __future__ import annotations
