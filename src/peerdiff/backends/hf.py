@@ -108,16 +108,7 @@ class HFBackend:
         """
         if (soft_fn is None) != (injector is None):
             raise ValueError("soft_fn and injector go together")
-        embeds = None
-        if soft_fn is not None:
-
-            def embeds(idx: list[int], ids: torch.Tensor) -> torch.Tensor:
-                return injector(ids, soft_fn(idx).to(self.device))
-
-        placeholders = injector.table >= 0 if injector is not None else None
-        return self._generate(
-            prompts, params, desc, embeds, placeholders=placeholders, targets=targets
-        )
+        return self._generate(prompts, params, desc, soft_fn, injector, targets=targets)
 
     def generate_soft(
         self,
@@ -133,22 +124,19 @@ class HFBackend:
             soft_fn: prompt indices -> ``(len(indices), n_tokens, hidden)`` soft tokens.
             injector: maps placeholder ids to soft-token positions (``model.inject``).
         """
-
-        def embeds(idx: list[int], ids: torch.Tensor) -> torch.Tensor:
-            return injector(ids, soft_fn(idx).to(self.device))
-
-        return self._generate(prompts, params, desc, embeds, placeholders=injector.table >= 0)
+        return self._generate(prompts, params, desc, soft_fn, injector)
 
     def _generate(
         self,
         prompts: Sequence[list[int]],
         params: GenParams,
         desc: str,
-        embeds: Callable[[list[int], torch.Tensor], torch.Tensor] | None = None,
+        soft_fn: Callable[[list[int]], torch.Tensor] | None = None,
+        injector: Injector | None = None,
         full: bool = False,
-        placeholders: torch.Tensor | None = None,
         targets: Sequence[list[int]] | None = None,
     ) -> list | tuple[list, list[float]]:
+        placeholders = injector.table >= 0 if injector is not None else None
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
         nll = [0.0] * len(prompts)
@@ -161,7 +149,7 @@ class HFBackend:
             ids, mask = pad_batch(batch, pad, shared)
             ids, mask = ids.to(self.device), mask.to(self.device)
             gen = torch.Generator(device="cpu").manual_seed(params.seed + b)
-            emb = embeds(idx, ids) if embeds is not None else None
+            emb = injector(ids, soft_fn(idx).to(self.device)) if soft_fn is not None else None
             tg = None if targets is None else [targets[i] for i in idx]
             decoded = self.decode(ids, mask, params, emb, gen, shared, tg)
             if tg is not None:

@@ -223,6 +223,10 @@ def reserved_cache(room: int):
     from transformers.cache_utils import DynamicLayer
 
     class _ReservedLayer(DynamicLayer):
+        def _view(self) -> None:  # keys/values: the filled part of the buffers
+            self.keys = self._buf[0][..., : self._n, :]
+            self.values = self._buf[1][..., : self._n, :]
+
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
@@ -239,14 +243,13 @@ def reserved_cache(room: int):
             buf[0][..., n : n + t, :] = key_states
             buf[1][..., n : n + t, :] = value_states
             self._n = n + t
-            self.keys, self.values = buf[0][..., : self._n, :], buf[1][..., : self._n, :]
+            self._view()
             return self.keys, self.values
 
         def crop(self, tokens_to_remove: int) -> None:
             if tokens_to_remove < 0 and self.get_seq_length() > 0:  # keep the room
                 self._n = max(0, self._n + tokens_to_remove)
-                self.keys = self._buf[0][..., : self._n, :]
-                self.values = self._buf[1][..., : self._n, :]
+                self._view()
             else:
                 super().crop(tokens_to_remove)
 
@@ -257,8 +260,7 @@ def reserved_cache(room: int):
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             if self.get_seq_length() > 0:
                 self._buf = tuple(x[indices] for x in self._buf)
-                self.keys = self._buf[0][..., : self._n, :]
-                self.values = self._buf[1][..., : self._n, :]
+                self._view()
 
     cache = DynamicCache()
     cache.layer_class_to_replicate = _ReservedLayer

@@ -76,42 +76,31 @@ def generate(
     if scored:
         n = cfg.evaluate.nll_target_tokens
         targets = [target_ids(generator.tokenizer, data.bench.texts[s.target], n) for s in items]
+    tokens = inj = None
     if spec.soft:
-        m = spec.build(cfg)
-        inj = injector(m, backends)
+        inj = injector(spec.build(cfg), backends)
         ad = load_adapter(adapter.path("best"), generator.device).eval()
         if scored:
             tokens = soft_fn(ad, P.features, generator.device)
-
-            def gen(idx: list[int]) -> list[str]:
-                texts, s_ = generator.generate_scored(
-                    [ids[i] for i in idx],
-                    [targets[i] for i in idx],
-                    params,
-                    name,
-                    soft_fn=lambda j: tokens([idx[x] for x in j]),
-                    injector=inj,
-                )
-                sums.update(zip(idx, s_))
-                return texts
-
-        else:
-            gen = soft_generate_fn(generator, inj, ad, ids, P.features, params, name)
-    elif scored:
+    if scored:
 
         def gen(idx: list[int]) -> list[str]:
+            soft = None if tokens is None else (lambda j: tokens([idx[x] for x in j]))
             texts, s_ = generator.generate_scored(
-                [ids[i] for i in idx], [targets[i] for i in idx], params, name
+                [ids[i] for i in idx], [targets[i] for i in idx], params, name, soft, inj
             )
             sums.update(zip(idx, s_))
             return texts
 
+    elif spec.soft:
+        gen = soft_generate_fn(generator, inj, ad, ids, P.features, params, name)
     else:
         gen = chat_fn(generator, P.conversations, params, name)
     recs = run_predictions(
         name, items, P.conversations, gen, stage.path("predictions.jsonl"), gen_key
     )
-    if scored and len(sums) == len(items):  # a resumed run scores its remainder apart
+    scored = scored and len(sums) == len(items)  # a resumed run scores its remainder apart
+    if scored:
         nll_stage, nll_key, _ = nll
         _write_nll(
             nll_stage,
@@ -138,7 +127,7 @@ def generate(
         ["predictions.jsonl"],
         seconds=round(time.time() - t0, 2),
         samples=len(recs),
-        nll_in_same_pass=bool(scored and len(sums) == len(items)),
+        nll_in_same_pass=scored,
         **extra,
     )
     return stage
