@@ -169,8 +169,8 @@ def test_report_lists_deviations_from_the_published_profile(tmp_path):
     devs = deviations(cpu)
     assert any(d.startswith("pipeline.n_items = 4 (published: 8)") for d in devs)
     assert any(d.startswith("generate.repetition_penalty") for d in devs)
-    quick = deviations(load_config("configs/quick.yaml"))  # DEP and baselines: no pipeline
-    assert quick and not any(d.startswith("pipeline.") for d in quick)
+    quick = deviations(load_config("configs/quick.yaml", ["methods=[nonperso,rag,dep]"]))
+    assert quick and not any(d.startswith("pipeline.") for d in quick)  # no pipeline method
     assert any(d.startswith("rag.k") for d in quick)
     dep_only = deviations(load_config("configs/quick.yaml", ["methods=[nonperso,dep]"]))
     assert not any(d.startswith(("pipeline.", "rag.")) for d in dep_only)
