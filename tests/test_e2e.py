@@ -24,7 +24,7 @@ def test_run_on_four_real_users(real_data, tmp_path, capsys):
     rows = json.loads((run / "results-quick.json").read_text())
     assert [(r["method"], r["n"]) for r in rows] == [
         ("nonperso", 4),
-        ("dep-mean", 4),
+        ("constant", 4),
         ("dep", 4),
     ]
     from peerdiff.metrics import setup_wordnet
@@ -41,7 +41,7 @@ def test_run_on_four_real_users(real_data, tmp_path, capsys):
         assert 0 < r["scores"]["bertscore"] <= 1
     err = capsys.readouterr().err
     assert "ROUGE-1" in err and "nonperso" in err
-    preds = (run / "generate" / "dep-mean-test" / "predictions.jsonl").read_text()
+    preds = (run / "generate" / "constant-test" / "predictions.jsonl").read_text()
     assert all(json.loads(line)["text"] for line in preds.splitlines())
     state = json.loads((run / "train" / "dep" / "state.json").read_text())
     assert [e["epoch"] for e in state["epochs"]] == [1, 2] and state["best_epoch"] in (1, 2)

@@ -96,8 +96,10 @@ def generate(
         gen = soft_generate_fn(generator, inj, ad, ids, P.features, params, name)
     else:
         gen = chat_fn(generator, P.conversations, params, name)
+    # a resumable chunk holds at least one generation batch (a smaller one splits batches)
+    chunk = max(32, cfg.generate.batch_size)
     recs = run_predictions(
-        name, items, P.conversations, gen, stage.path("predictions.jsonl"), gen_key
+        name, items, P.conversations, gen, stage.path("predictions.jsonl"), gen_key, chunk
     )
     scored = scored and len(sums) == len(items)  # a resumed run scores its remainder apart
     if scored:
