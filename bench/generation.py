@@ -1,6 +1,6 @@
 """Generation throughput on CPU with SmolLM2-135M: batched generation vs batch-1 ``generate``.
 
-    python bench/generation.py [--prompts 32] [--new-tokens 64] [--batch 16,32]
+    python bench/generation.py [--prompts 96] [--new-tokens 64] [--batch 32,96]
 
 Two prompt sets from the quick job's test split: Non-Perso token prompts, and DEP prompts
 with 16 soft tokens from the quick run's trained adapter (skipped if it is not trained).
@@ -64,9 +64,9 @@ def bench_set(name, prompts, be, single, batched, a, result):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/quick.yaml")
-    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--prompts", type=int, default=96)
     ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--batch", default="16,32")
+    ap.add_argument("--batch", default="32,96")
     ap.add_argument("--baseline-prompts", type=int, default=8, help="batch-1 runs (slow)")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

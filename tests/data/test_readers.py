@@ -221,3 +221,14 @@ def test_both_readers_agree_on_the_bundled_file(real_data, tmp_path):
     assert read_reviews_columnar(f, fmt, tmp_path / "a.parquet") is not None
     read_reviews_lines(f, fmt, tmp_path / "b.parquet")
     assert _raw(tmp_path / "a.parquet") == _raw(tmp_path / "b.parquet")
+
+
+def test_a_truncated_gzip_names_the_file_and_line(tmp_path):
+    """Both readers: a cut download is a DataError naming the file, never a bare EOFError."""
+    good = [rec(user_id=f"u{i}", text=f"review number {i} " * 20) for i in range(3000)]
+    f = write_jsonl(tmp_path / "r.jsonl.gz", good, gz=True)
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"r\.jsonl\.gz:\d+: the gzip stream is damaged"):
+        read_reviews(f, A23, tmp_path / "o.parquet")
+    assert not (tmp_path / "o.parquet").exists()

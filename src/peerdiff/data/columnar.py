@@ -80,8 +80,9 @@ def read_reviews_columnar(
     )
     stats = ReadStats()
     tmp = Path(str(out) + ".columnar")
+    stream = None
     try:
-        stream = pa.input_stream(str(path), compression="gzip" if gz else None)
+        stream = _input_stream(path, gz)
         reader = pj.open_json(
             stream,
             read_options=pj.ReadOptions(use_threads=True, block_size=1 << 24),
@@ -135,13 +136,47 @@ def read_reviews_columnar(
                 stats.rows += n
                 if progress is not None:
                     progress(n)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, _Fallback, OSError):
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        pa.ArrowNotImplementedError,
+        _Fallback,
+        *_GZ_ERRORS,
+    ):
         tmp.unlink(missing_ok=True)
         if progress is not None:
             progress(-stats.lines)  # the line reader starts over
         return None
+    finally:
+        if stream is not None:
+            stream.close()
     os.replace(tmp, out)
     return stats
+
+
+def _gzip_errors() -> tuple[type[BaseException], ...]:
+    """What a truncated or corrupt gzip raises here (the line reader then names the line)."""
+    try:
+        from isal.isal_zlib import error as isal_error
+    except ImportError:
+        return (OSError, EOFError)
+    return (OSError, EOFError, isal_error)
+
+
+_GZ_ERRORS = _gzip_errors()
+
+
+def _input_stream(path: Path, gz: bool):
+    """The file's bytes for pyarrow, gunzipped by ISA-L on a thread of its own when ``isal``
+    is installed (zlib's inflate, in pyarrow's reader, is a quarter of the CPU time of
+    parsing the JSON; ISA-L's is about 3x faster and leaves both cores to the parser)."""
+    if not gz:
+        return pa.input_stream(str(path))
+    try:
+        from isal import igzip_threaded
+    except ImportError:
+        return pa.input_stream(str(path), compression="gzip")
+    return pa.PythonFile(igzip_threaded.open(path, "rb", threads=1, block_size=1 << 22), "r")
 
 
 def _utf8_bytes(arr: pa.Array):

@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import math
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import xxhash
 from peerdiff.config import Source
 from peerdiff.data import schema
 from peerdiff.errors import DataError
+from peerdiff.stage import atomic_path
 
 BATCH_ROWS = 50_000
 _WS = re.compile(r"\s+")
@@ -135,10 +137,17 @@ def open_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as probe:
         gz = probe.read(2) == b"\x1f\x8b"
     opener = gzip.open if gz else open
+    n = 0
     with opener(path, "rb") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                yield n, line
+        try:
+            for n, line in enumerate(f, start=1):
+                if line.strip():
+                    yield n, line
+        except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt gzip
+            raise DataError(
+                f"{path}:{n + 1}: the gzip stream is damaged after line {n} ({e}); "
+                "download the file again"
+            ) from e
 
 
 def _get(rec: dict, keys: tuple[str, ...]) -> Any:
@@ -255,7 +264,10 @@ def read_reviews_lines(
     path = Path(path)
     stats = ReadStats()
     cols: dict[str, list] = {name: [] for name in schema.RAW_REVIEWS.names}
-    with pq.ParquetWriter(out, schema.RAW_REVIEWS, **schema.RAW_WRITE_OPTIONS) as writer:
+    with (
+        atomic_path(out) as tmp,  # an error leaves no partial table behind
+        pq.ParquetWriter(tmp, schema.RAW_REVIEWS, **schema.RAW_WRITE_OPTIONS) as writer,
+    ):
 
         def flush() -> None:
             if cols["line"]:
