@@ -144,6 +144,8 @@ def open_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
                 if line.strip():
                     yield n, line
         except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt gzip
+            if not gz:
+                raise
             raise DataError(
                 f"{path}:{n + 1}: the gzip stream is damaged after line {n} ({e}); "
                 "download the file again"
