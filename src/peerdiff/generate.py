@@ -83,6 +83,12 @@ def final_text(raw: str) -> str:
     return strip_prefix(strip_reasoning(raw))
 
 
+def resumable_chunk(backend) -> int:
+    """Items per resumable append for ``backend``: at least one of its batches (``batch_size``)
+    or rounds of concurrent requests (``concurrency``), so that an append never splits one."""
+    return max(32, getattr(backend, "batch_size", 0), getattr(backend, "concurrency", 0))
+
+
 def cached_generate(
     ids: Sequence[str],
     conversations: Sequence[list[Message]],
@@ -206,12 +212,14 @@ class Caller:
         how = self.backends.role_config(role).instructions
         p = replace(self.params, max_new_tokens=self.backends.budget(role, max_new_tokens))
         who = self.backends.role_identity(role)
+        chunk = resumable_chunk(backend)
         recs = cached_generate(
             ids,
             conversations,
             chat_fn(backend, conversations, p, step, how),
             self.directory / f"{step}.jsonl",
             fingerprint(who, asdict(p)),
+            chunk,
         )
         thinks = self.backends.role_config(role).reasoning
         bad = [n for n, r in enumerate(recs) if _problem(r, thinks)]
@@ -223,6 +231,7 @@ class Caller:
                 chat_fn(backend, [conversations[n] for n in bad], q, f"{step} (retry)", how),
                 self.directory / f"{step}.retry.jsonl",
                 fingerprint(who, asdict(q)),
+                chunk,
             )
             for n, r in zip(bad, again):
                 recs[n] = r

@@ -50,7 +50,7 @@ def generate(
     Raises:
         MissingStageError: a soft-prompt method whose adapter was not trained.
     """
-    from peerdiff.generate import chat_fn, run_predictions, soft_generate_fn
+    from peerdiff.generate import chat_fn, resumable_chunk, run_predictions, soft_generate_fn
     from peerdiff.model.adapters import load_adapter, soft_fn
 
     spec = methods.get(name)
@@ -96,10 +96,14 @@ def generate(
         gen = soft_generate_fn(generator, inj, ad, ids, P.features, params, name)
     else:
         gen = chat_fn(generator, P.conversations, params, name)
-    # a resumable chunk holds at least one generation batch (a smaller one splits batches)
-    chunk = max(32, cfg.generate.batch_size)
     recs = run_predictions(
-        name, items, P.conversations, gen, stage.path("predictions.jsonl"), gen_key, chunk
+        name,
+        items,
+        P.conversations,
+        gen,
+        stage.path("predictions.jsonl"),
+        gen_key,
+        resumable_chunk(generator),
     )
     scored = scored and len(sums) == len(items)  # a resumed run scores its remainder apart
     if scored:
@@ -287,7 +291,7 @@ def _judge(cfg, stage, backends, recs, preds, targets, bench, sc) -> None:
     """The LLM-judge score per sample (0-10 divided by 10). Greedy; an answer cut at its
     budget, with unfinished thinking, or without a leading score is missing, not 0."""
     from peerdiff.backends.base import Completion
-    from peerdiff.generate import cached_generate, chat_fn
+    from peerdiff.generate import cached_generate, chat_fn, resumable_chunk
     from peerdiff.metrics import judge_conversation, parse_judge
 
     be = backends.named(cfg.roles.judge)
@@ -311,6 +315,7 @@ def _judge(cfg, stage, backends, recs, preds, targets, bench, sc) -> None:
         chat_fn(be, convs, params, "judge", bcfg.instructions),
         stage.path("judge.jsonl"),
         fingerprint(backends.identity(cfg.roles.judge), bcfg.instructions, asdict(params)),
+        resumable_chunk(be),
     )
     j = (
         np.array(
