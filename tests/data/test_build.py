@@ -37,6 +37,37 @@ def test_dedup_keeps_newest_of_repeated_item():
     assert keep.tolist() == [False, True] and n_item == 1
 
 
+def _dedup_by_hand(user, item, text, ts, line):
+    """The greedy rule spelled out: per user, newest first (file order on ties)."""
+    keep = np.ones(len(user), dtype=bool)
+    seen: dict = {}
+    for r in sorted(range(len(user)), key=lambda r: (user[r], -ts[r], line[r])):
+        items, texts = seen.setdefault(user[r], (set(), set()))
+        if item[r] in items or text[r] in texts:
+            keep[r] = False
+        else:
+            items.add(item[r])
+            texts.add(text[r])
+    return keep
+
+
+@pytest.mark.parametrize("file_order", [True, False])
+def test_dedup_matches_the_greedy_rule_on_wide_keys(file_order):
+    # full-width uint64 text hashes and millisecond timestamps force the ranked pair keys;
+    # rows out of file order take the three-key sort instead
+    rng = np.random.default_rng(1)
+    n = 3000
+    user = rng.integers(0, 40, n)
+    item = rng.integers(0, 60, n)
+    text = rng.choice(rng.integers(0, 2**64 - 1, 80, dtype=np.uint64), n)
+    ts = rng.integers(1_500_000_000_000, 1_500_000_000_000 + 50, n)
+    line = np.arange(n) if file_order else rng.permutation(n)
+    keep, n_item, n_text = dedup_latest_first(user, item, text, ts, line)
+    want = _dedup_by_hand(user, item, text, ts, line)
+    assert keep.tolist() == want.tolist()
+    assert n_item + n_text == int((~want).sum()) > 0
+
+
 def test_k_core_iterates_to_fixed_point():
     # item 2 has one user; removing it drops user 1 below 2 reviews, which drops item 1 to
     # one user... the cascade needs several rounds.

@@ -41,17 +41,57 @@ SAMPLE_SPLITS = ("train", "val", "test")
 
 
 def _encode(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """Dictionary-encode strings: returns (codes int64, sorted unique values as object array)."""
+    """Dictionary-encode strings: returns (codes int64, sorted unique values as object array).
+
+    One hash pass (``dictionary_encode``), then only the dictionary is sorted and the codes
+    renumbered (2x faster than ``unique`` + ``index_in`` at 1e7 rows)."""
     arr = column.combine_chunks()
-    uniques = pc.unique(arr).sort()
-    codes = pc.index_in(arr, value_set=uniques).to_numpy(zero_copy_only=False)
-    return codes.astype(np.int64), np.asarray(uniques.to_pylist(), dtype=object)
+    enc = arr if pa.types.is_dictionary(arr.type) else arr.dictionary_encode()
+    order = pc.sort_indices(enc.dictionary).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    codes = rank[enc.indices.to_numpy(zero_copy_only=False)]
+    return codes, enc.dictionary.take(pa.array(order)).to_numpy(zero_copy_only=False)
+
+
+def _pair_key(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """One int64 per row that orders rows like the pair ``(a, b)`` and is equal exactly when
+    both are (``a`` non-negative codes; ``b`` any integers, ranked when their span is too
+    wide). ``None`` when no such key fits in 63 bits (then sort on both keys)."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(b.min()), int(b.max())
+    if (int(a.max()) + 1) * (hi - lo + 1) >= 2**63:
+        b = np.unique(b, return_inverse=True)[1].reshape(-1)
+        lo, hi = 0, int(b.max())
+        if (int(a.max()) + 1) * (hi + 1) >= 2**63:
+            return None
+    return a.astype(np.int64) * (hi - lo + 1) + (b - lo).astype(np.int64)
+
+
+def _stable_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row order by ``(a, b)``, equal pairs in array order (one stable sort of a pair key
+    where it fits, else ``lexsort``)."""
+    key = _pair_key(a, b)
+    if key is None:
+        return np.lexsort((b, a))
+    return np.argsort(key, kind="stable")
+
+
+def _user_time_order(
+    user: np.ndarray, ts: np.ndarray, line: np.ndarray, newest_first: bool = False
+) -> np.ndarray:
+    """Row order by user, then time (oldest or newest first), then file line."""
+    t = -ts if newest_first else ts
+    if np.all(line[1:] > line[:-1]):  # rows in file order (as read): a stable sort suffices
+        return _stable_order(user, t)
+    return np.lexsort((line, t, user))
 
 
 def _repeats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rows whose ``(a, b)`` pair occurred at an earlier row (a stable two-key sort; no
-    combined key, so nothing can collide)."""
-    o = np.lexsort((b, a))  # stable: equal pairs keep array order
+    """Rows whose ``(a, b)`` pair occurred at an earlier row (a stable sort on an exact pair
+    key, so nothing can collide)."""
+    o = _stable_order(a, b)
     same = (a[o][1:] == a[o][:-1]) & (b[o][1:] == b[o][:-1])
     rep = np.zeros(len(a), dtype=bool)
     rep[o[1:][same]] = True
@@ -70,7 +110,7 @@ def dedup_latest_first(
     keep = np.ones(n, dtype=bool)
     if n == 0:
         return keep, 0, 0
-    order = np.lexsort((line, -ts, user))  # user asc, newest first, file order on ties
+    order = _user_time_order(user, ts, line, newest_first=True)
     u, it, tx = user[order], item[order], text[order]
     # Only users with a repeated (user, item) or (user, text) key need the greedy scan.
     dup_item = _repeats(u, it)
@@ -107,21 +147,23 @@ def k_core(
     max_user_reviews: int,
 ) -> tuple[np.ndarray, int]:
     """Iterate item/user count filters to a fixed point. Returns (keep mask, iterations)."""
-    keep = keep.copy()
+    idx = np.flatnonzero(keep)  # the surviving rows only, shrinking each round
+    u, it = user[idx], item[idx]
     iterations = 0
     while True:
         iterations += 1
-        item_users = np.bincount(item[keep], minlength=n_items)
-        user_reviews = np.bincount(user[keep], minlength=n_users)
-        new = (
-            keep
-            & (item_users[item] >= min_item_users)
-            & (user_reviews[user] >= min_user_reviews)
-            & (user_reviews[user] <= max_user_reviews)
+        item_users = np.bincount(it, minlength=n_items)
+        user_reviews = np.bincount(u, minlength=n_users)
+        ok = (
+            (item_users[it] >= min_item_users)
+            & (user_reviews[u] >= min_user_reviews)
+            & (user_reviews[u] <= max_user_reviews)
         )
-        if new.sum() == keep.sum():
-            return new, iterations
-        keep = new
+        if ok.all():
+            out = np.zeros(len(keep), dtype=bool)
+            out[idx] = True
+            return out, iterations
+        idx, u, it = idx[ok], u[ok], it[ok]
 
 
 def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
@@ -237,7 +279,7 @@ def build_benchmark(
 
     # ---- chronological hold-out: rows sorted by user, time, file order
     idx = np.flatnonzero(keep)
-    order = idx[np.lexsort((line[idx], ts[idx], user[idx]))]
+    order = idx[_user_time_order(user[idx], ts[idx], line[idx])]
     u_sorted = user[order]
     starts = _group_starts(u_sorted)
     counts = np.diff(np.r_[starts, len(order)])
@@ -368,21 +410,38 @@ def build_benchmark(
     }
 
 
-def _write_reviews(raw_path: str | Path, raw_keep: np.ndarray, out: Path) -> int:
+def _write_reviews(raw_path: str | Path, raw_keep: np.ndarray, out: Path, groups: int = 8) -> int:
+    """Stream the kept raw rows (with their texts) into ``out``, numbered in file order.
+
+    ``groups`` row groups are read at a time (decoded on every core) while the previous
+    chunk is compressed and written on a second thread: 2x a batch-by-batch loop at 1e7."""
+    from concurrent.futures import ThreadPoolExecutor
+
     pf = pq.ParquetFile(raw_path)
+    md = pf.metadata
     cols = ["user_id", "item_id", "rating", "title", "text", "timestamp"]
-    offset = 0
+    sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+    starts = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     next_id = 0
-    with pq.ParquetWriter(out, schema.REVIEWS, compression="zstd") as w:
-        for batch in pf.iter_batches(batch_size=65_536, columns=cols):
-            m = raw_keep[offset : offset + batch.num_rows]
-            offset += batch.num_rows
+    pending = None
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="peerdiff-write") as pool,
+        pq.ParquetWriter(out, schema.REVIEWS, compression="zstd") as w,
+    ):
+        for g in range(0, md.num_row_groups, groups):
+            gs = list(range(g, min(g + groups, md.num_row_groups)))
+            m = raw_keep[starts[gs[0]] : starts[gs[-1] + 1]]
             if not m.any():
                 continue
-            t = pa.Table.from_batches([batch]).filter(pa.array(m))
+            t = pf.read_row_groups(gs, columns=cols).filter(pa.array(m))
             ids = pa.array(np.arange(next_id, next_id + t.num_rows, dtype=np.int64))
             next_id += t.num_rows
-            w.write_table(t.add_column(0, "review_id", ids).cast(schema.REVIEWS))
+            t = t.add_column(0, "review_id", ids).cast(schema.REVIEWS)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(w.write_table, t)
+        if pending is not None:
+            pending.result()
     return next_id
 
 
