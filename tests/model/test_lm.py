@@ -1,8 +1,16 @@
 """Batching with a shared prefix, and target losses: same values as one sequence at a time."""
 
+import pytest
 import torch
 
-from peerdiff.model.lm import Example, collate, common_prefix, pad_batch, target_losses
+from peerdiff.model.lm import (
+    Example,
+    collate,
+    common_prefix,
+    pad_batch,
+    skinny_head,
+    target_losses,
+)
 
 
 def test_pad_batch_keeps_the_shared_prefix_left_and_pads_after_it():
@@ -63,3 +71,22 @@ def test_the_shared_prefix_stops_before_the_first_soft_token(tiny_lm):
     assert len(set(per_row.tolist())) == 3  # each row saw its own soft token
     per_row.sum().backward()
     assert (soft.grad.abs().sum(-1) > 0).all()
+
+
+def test_skinny_head_changes_only_how_the_head_multiplies(tiny_lm):
+    model = tiny_lm[0]
+    head = model.get_output_embeddings()
+    ids = torch.randint(3, 40, (5, 7))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with skinny_head(model):
+            assert "forward" in vars(head)
+            rows = model(input_ids=ids, logits_to_keep=1).logits  # 5 rows: W @ h.T
+            every = model(input_ids=ids).logits  # 35 rows
+            one = model(input_ids=ids[:1], logits_to_keep=1).logits  # a single row: as before
+        with pytest.raises(RuntimeError), skinny_head(model):
+            raise RuntimeError("the head is restored on the way out")
+    assert "forward" not in vars(head)
+    torch.testing.assert_close(rows, plain[:, -1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(every, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(one, plain[:1, -1:], rtol=1e-5, atol=1e-5)

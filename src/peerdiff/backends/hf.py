@@ -17,7 +17,14 @@ from tqdm import tqdm
 from peerdiff.backends.base import Completion, GenParams, Message
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
-from peerdiff.model.lm import cache_kw, decoder_of, pad_batch, reserved_cache, shared_prefix
+from peerdiff.model.lm import (
+    cache_kw,
+    decoder_of,
+    pad_batch,
+    reserved_cache,
+    shared_prefix,
+    skinny_head,
+)
 
 
 class HFBackend:
@@ -200,6 +207,21 @@ class HFBackend:
         placeholders are not tokens, so a row's output does not depend on the other rows of
         its batch.
         """
+        with skinny_head(self.model):
+            return self._decode(ids, mask, params, inputs_embeds, generator, shared, targets)
+
+    @torch.inference_mode()
+    def _decode(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        params: GenParams,
+        inputs_embeds: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        shared: int = 0,
+        targets: Sequence[list[int]] | None = None,
+    ) -> list[list[int]] | tuple[list[list[int]], list[float]]:
+        """:meth:`decode` with the decoding LM head in place."""
         model = self.model
         ckw = cache_kw(model)
         eos = self.tokenizer.eos_token_id
