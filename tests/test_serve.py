@@ -235,6 +235,30 @@ def test_worker_groups_requests_by_settings():
     assert sorted(echo.calls) == [(1, 8), (1, 16), (4, 8), (4, 16)]
 
 
+def test_worker_batches_mixed_settings_and_chats_queued_by_calls(tiny_lm):
+    """On the local model, greedy chats with other budgets and penalties share one batch,
+    and a chat queued by a call (how a review's prompt reaches the model) joins the round
+    of that call instead of waiting for the next one. Answers equal unbatched ones."""
+    from peerdiff.backends.hf import HFBackend
+    from peerdiff.serve import ChatJob, GenerationWorker
+
+    model, tok, _ = tiny_lm
+    be = HFBackend(model, tok, batch_size=8)
+    worker = GenerationWorker(be, max_batch=8, max_wait=0.3)
+    settings = [GenParams(max_new_tokens=4 + i, repetition_penalty=1.0 + 0.2 * i) for i in range(4)]
+    convs = [[{"role": "user", "content": f"prompt number {i}"}] for i in range(5)]
+    from concurrent.futures import Future
+
+    queued: Future = Future()
+    futures = [worker.submit_chat(c, p) for c, p in zip(convs, settings)]
+    worker.submit_call(lambda: worker.queue.put(ChatJob(convs[4], settings[0], queued)))
+    answers = [f.result(timeout=60).text for f in [*futures, queued]]
+    worker.close()
+    assert worker.batches == [5]
+    alone = [be.chat([c], p)[0] for c, p in zip(convs, [*settings, settings[0]])]
+    assert answers == alone
+
+
 def test_32_mixed_requests_from_8_threads_are_all_answered(server):
     """Chats and reviews (token, multi-call and inline) at once: every answer is a 200."""
     from concurrent.futures import ThreadPoolExecutor

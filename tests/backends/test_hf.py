@@ -93,6 +93,31 @@ def test_batch_composition_does_not_change_outputs_under_a_penalty(tiny_lm):
     assert together == alone
 
 
+def test_per_row_settings_give_what_each_setting_gives_alone(tiny_lm):
+    """Budgets, penalties and penalty scopes per row (the service mixes requests this way):
+    each row's output is the one its own setting gives in a batch of its own."""
+    model, tok, _ = tiny_lm
+    texts = ["hi there", "a much longer prompt that forces padding", "mid one", "last"]
+    settings = [
+        GenParams(max_new_tokens=3),
+        GenParams(max_new_tokens=9, repetition_penalty=1.8),
+        GenParams(max_new_tokens=6, repetition_penalty=1.8, penalty_scope="prompt"),
+        GenParams(max_new_tokens=9, repetition_penalty=1.8),
+    ]
+    be = HFBackend(model, tok, batch_size=4)
+    prompts = [be.encode(c) for c in convs(texts)]
+    mixed = be.generate_ids(prompts, settings)
+    alone = [be.generate_ids([q], p)[0] for q, p in zip(prompts, settings)]
+    assert mixed == alone
+    assert len(tok(mixed[0], add_special_tokens=False)["input_ids"]) <= 3
+    unpenalised = [GenParams(max_new_tokens=p.max_new_tokens) for p in settings]
+    assert mixed != be.generate_ids(prompts, unpenalised)  # the penalties took effect
+    with pytest.raises(ValueError, match="sampling settings"):
+        be.generate_ids(prompts[:2], [GenParams(), GenParams(do_sample=True)])
+    with pytest.raises(ValueError, match="2 generation settings for 4 prompts"):
+        be.generate_ids(prompts, settings[:2])
+
+
 def test_penalty_scope_generated_ignores_the_prompt(tiny_lm):
     """The default penalises only what the model already wrote; ``prompt`` also penalises
     every prompt token (transformers' behaviour)."""

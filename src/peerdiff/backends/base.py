@@ -21,6 +21,25 @@ class GenParams:
     penalty_scope: str = "generated"  # "generated": own output only; "prompt": + prompt tokens
 
 
+def sampling_key(params: GenParams) -> tuple:
+    """What rows generated in one batch by :class:`~peerdiff.backends.hf.HFBackend` must
+    share: the sampling settings (greedy rows share everything). Each row keeps its own
+    token budget and repetition penalty."""
+    if not params.do_sample:
+        return (False,)
+    return (True, params.temperature, params.top_p, params.seed)
+
+
+def per_row(params: GenParams | Sequence[GenParams], n: int) -> list[GenParams]:
+    """One :class:`GenParams` per prompt: ``params`` repeated, or checked to be ``n`` long."""
+    if isinstance(params, GenParams):
+        return [params] * n
+    rows = list(params)
+    if len(rows) != n:
+        raise ValueError(f"{len(rows)} generation settings for {n} prompts")
+    return rows
+
+
 @dataclass(frozen=True)
 class Completion:
     """One reply.

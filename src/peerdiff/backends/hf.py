@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from peerdiff.backends.base import Completion, GenParams, Message
+from peerdiff.backends.base import Completion, GenParams, Message, per_row, sampling_key
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
 from peerdiff.model.lm import (
@@ -88,10 +88,20 @@ class HFBackend:
         return out
 
     def generate_ids(
-        self, prompts: Sequence[list[int]], params: GenParams, desc: str = "generate"
+        self,
+        prompts: Sequence[list[int]],
+        params: GenParams | Sequence[GenParams],
+        desc: str = "generate",
     ) -> list[str]:
-        """Generate from token-id prompts; returns decoded continuations in input order."""
+        """Generate from token-id prompts; returns decoded continuations in input order.
+
+        ``params`` may give each prompt its own settings (the service batches requests
+        this way): rows then share one :func:`~peerdiff.backends.base.sampling_key` and
+        each keeps its own token budget and repetition penalty.
+        """
         return self._generate(prompts, params, desc)
+
+    batch_key = staticmethod(sampling_key)
 
     def generate_scored(
         self,
@@ -136,13 +146,17 @@ class HFBackend:
     def _generate(
         self,
         prompts: Sequence[list[int]],
-        params: GenParams,
+        params: GenParams | Sequence[GenParams],
         desc: str,
         soft_fn: Callable[[list[int]], torch.Tensor] | None = None,
         injector: Injector | None = None,
         full: bool = False,
         targets: Sequence[list[int]] | None = None,
     ) -> list | tuple[list, list[float]]:
+        rows = per_row(params, len(prompts))
+        if len({sampling_key(p) for p in rows}) > 1:
+            raise ValueError("prompts generated together must share their sampling settings")
+        params = rows[0] if rows else params
         placeholders = injector.table >= 0 if injector is not None else None
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[str] = [""] * len(prompts)
@@ -158,7 +172,7 @@ class HFBackend:
             gen = torch.Generator(device="cpu").manual_seed(params.seed + b)
             emb = injector(ids, soft_fn(idx).to(self.device)) if soft_fn is not None else None
             tg = None if targets is None else [targets[i] for i in idx]
-            decoded = self.decode(ids, mask, params, emb, gen, shared, tg)
+            decoded = self.decode(ids, mask, [rows[i] for i in idx], emb, gen, shared, tg)
             if tg is not None:
                 decoded, sums = decoded
                 for row, v in enumerate(sums):
@@ -166,7 +180,7 @@ class HFBackend:
             for row, toks in enumerate(decoded):
                 text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
                 if full:  # EOS is never kept: a full-length output ran out of budget
-                    done = "length" if len(toks) >= params.max_new_tokens else "stop"
+                    done = "length" if len(toks) >= rows[idx[row]].max_new_tokens else "stop"
                     text = Completion(text, finish_reason=done)
                 out[idx[row]] = text
             bar.update(len(idx))
@@ -178,7 +192,7 @@ class HFBackend:
         self,
         ids: torch.Tensor,
         mask: torch.Tensor,
-        params: GenParams,
+        params: GenParams | Sequence[GenParams],
         inputs_embeds: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         shared: int = 0,
@@ -189,6 +203,9 @@ class HFBackend:
         Args:
             ids, mask: ``(batch, seq)`` padded prompts from :func:`pad_batch` (placeholder ids
                 allowed when ``inputs_embeds`` is given).
+            params: one setting for every row, or one per row (sharing the sampling
+                settings; each row stops at its own ``max_new_tokens`` and applies its own
+                repetition penalty and scope).
             inputs_embeds: ``(batch, seq, hidden)`` prompt embeddings (soft prompts).
             shared: leading columns identical in every row (no soft token among them): they
                 are computed once and their KV cache is repeated over the batch.
@@ -202,7 +219,7 @@ class HFBackend:
 
         The repetition penalty (CTRL / transformers semantics: positive logits divided,
         negative multiplied) covers the row's generated tokens, and with
-        ``params.penalty_scope == "prompt"`` its real prompt tokens too (transformers'
+        ``penalty_scope == "prompt"`` its real prompt tokens too (transformers'
         behaviour; it suppresses exactly the words a personal prompt offers). Padding and
         placeholders are not tokens, so a row's output does not depend on the other rows of
         its batch.
@@ -215,7 +232,7 @@ class HFBackend:
         self,
         ids: torch.Tensor,
         mask: torch.Tensor,
-        params: GenParams,
+        params: GenParams | Sequence[GenParams],
         inputs_embeds: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         shared: int = 0,
@@ -227,8 +244,12 @@ class HFBackend:
         eos = self.tokenizer.eos_token_id
         vocab = model.get_input_embeddings().weight.shape[0]
         B = ids.shape[0]
+        rows = per_row(params, B)
+        params = rows[0]  # the sampling settings every row shares
+        budget = torch.tensor([p.max_new_tokens for p in rows], device=ids.device)
+        max_new = int(budget.max())
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = reserved_cache(params.max_new_tokens)
+        cache = reserved_cache(max_new)
 
         def inputs(cols: slice, rows: slice = slice(None)) -> dict:
             if inputs_embeds is not None:
@@ -262,34 +283,29 @@ class HFBackend:
         sums = None
         if targets is not None:
             sums = self._score(logits, targets, cache, mask, pos[:, -1] + 1)
-        penalty = params.repetition_penalty != 1.0
+        factor = torch.tensor([[p.repetition_penalty] for p in rows], device=ids.device)
+        penalty = bool((factor != 1.0).any())  # a factor of 1.0 leaves its row's logits exact
         seen = None
         if penalty:
             seen = torch.zeros(B, vocab, dtype=torch.bool, device=ids.device)
-            if params.penalty_scope == "prompt":
-                real = (mask == 1) & (ids < vocab)
-                seen.scatter_(1, torch.where(real, ids, 0), real)
+            scoped = torch.tensor([p.penalty_scope == "prompt" for p in rows], device=ids.device)
+            r, c = ((mask == 1) & (ids < vocab) & scoped[:, None]).nonzero(as_tuple=True)
+            seen[r, ids[r, c]] = True
         alive = torch.arange(B, device=ids.device)
         nxt_pos = pos[:, -1] + 1
         outs: list[list[int]] = [[] for _ in range(B)]
-        for step in range(params.max_new_tokens):
+        for step in range(max_new):
             if penalty:
-                sel = seen[alive]
+                f = factor[alive]
                 logits = torch.where(
-                    sel,
-                    torch.where(
-                        logits > 0,
-                        logits / params.repetition_penalty,
-                        logits * params.repetition_penalty,
-                    ),
-                    logits,
+                    seen[alive], torch.where(logits > 0, logits / f, logits * f), logits
                 )
             tok = self._pick(logits, params, generator)
             for r, t in zip(alive.tolist(), tok.tolist()):
-                if t != eos:
+                if t != eos and step < rows[r].max_new_tokens:
                     outs[r].append(t)
-            keep = tok != eos
-            if step == params.max_new_tokens - 1 or not keep.any():
+            keep = (tok != eos) & (budget[alive] > step + 1)  # ended, or out of budget
+            if not keep.any():
                 break
             if penalty:
                 seen[alive, tok] = True

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from peerdiff.backends.base import ChatBackend, Completion, GenParams, Message
+from peerdiff.backends.base import ChatBackend, Completion, GenParams, Message, per_row
 from peerdiff.errors import DependencyError
 
 
@@ -84,6 +84,11 @@ class VLLMBackend(ChatBackend):
         return self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"]
 
     @staticmethod
+    def batch_key(params: GenParams) -> None:
+        """vLLM takes settings per prompt: any requests may share a call."""
+        return None
+
+    @staticmethod
     def sampling(params: GenParams):
         from vllm import SamplingParams
 
@@ -110,12 +115,17 @@ class VLLMBackend(ChatBackend):
         ]
 
     def generate_ids(
-        self, prompts: Sequence[list[int]], params: GenParams, desc: str = ""
+        self,
+        prompts: Sequence[list[int]],
+        params: GenParams | Sequence[GenParams],
+        desc: str = "",
     ) -> list[str]:
+        """Token-id prompts, with one setting for all or one per prompt (any mix)."""
         from vllm.inputs import TokensPrompt
 
+        sampling = [self.sampling(p) for p in per_row(params, len(prompts))]
         outs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], self.sampling(params)
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], sampling
         )
         return [o.outputs[0].text.strip() for o in outs]
 

@@ -1,5 +1,6 @@
 """The generation worker: one thread owns the model, does all tokenization and generation,
-and batches chat jobs that share their generation settings."""
+and batches chat jobs the backend can generate together (for the local model: equal
+sampling settings; each row keeps its own token budget and repetition penalty)."""
 
 from __future__ import annotations
 
@@ -89,28 +90,50 @@ class GenerationWorker:
                 return
 
     def _run_jobs(self, jobs: list[ChatJob | CallJob]) -> None:
-        """Calls one by one; chats grouped by their settings, ``max_batch`` at a time (a
-        request with other settings waits for its own batch instead of splitting this one)."""
-        groups: dict[GenParams, list[ChatJob]] = {}
-        for j in jobs:
-            if isinstance(j, CallJob):
+        """Calls one by one, then the chats, grouped as the backend can batch them,
+        ``max_batch`` at a time (a request that cannot join waits for its own batch instead
+        of splitting this one). Chats queued by the calls (a review's prompt is built by a
+        call) join this round instead of waiting for the next."""
+        key = getattr(self.backend, "batch_key", None)
+        if key is None or not hasattr(self.backend, "encode"):
+            key = lambda params: params  # noqa: E731 - one call per setting (API backends)
+        groups: dict[Any, list[ChatJob]] = {}
+        stop = False
+        while jobs:
+            for j in jobs:
+                if isinstance(j, CallJob):
+                    try:
+                        j.future.set_result(j.fn())
+                    except Exception as e:
+                        j.future.set_exception(e)
+                else:
+                    groups.setdefault(key(j.params), []).append(j)
+            jobs = []
+            while not stop and len(jobs) < 4 * self.max_batch:  # what the calls queued
                 try:
-                    j.future.set_result(j.fn())
-                except Exception as e:
-                    j.future.set_exception(e)
-            else:
-                groups.setdefault(j.params, []).append(j)
+                    nxt = self.queue.get_nowait()  # never blocks
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                else:
+                    jobs.append(nxt)
         for group in groups.values():
             for i in range(0, len(group), self.max_batch):
                 self._run_chat(group[i : i + self.max_batch])
+        if stop:
+            self.queue.put(None)  # the loop sees it next
 
     def _run_chat(self, batch: list[ChatJob]) -> None:
         self.batches.append(len(batch))
-        be, params = self.backend, batch[0].params
+        be = self.backend
         try:
             if hasattr(be, "encode"):  # tokenize here, on the worker thread only
                 ids = [be.encode(j.conversation) for j in batch]
-                outs = be.generate_ids(ids, params, desc="serve")
+                settings = [j.params for j in batch]
+                if not hasattr(be, "batch_key"):
+                    settings = settings[0]
+                outs = be.generate_ids(ids, settings, desc="serve")
                 results = [
                     ChatResult(
                         o, len(p), len(be.tokenizer(o, add_special_tokens=False)["input_ids"])
@@ -118,7 +141,9 @@ class GenerationWorker:
                     for o, p in zip(outs, ids)
                 ]
             else:
-                results = [ChatResult(o) for o in be.chat([j.conversation for j in batch], params)]
+                results = [
+                    ChatResult(o) for o in be.chat([j.conversation for j in batch], batch[0].params)
+                ]
             for j, r in zip(batch, results):
                 j.future.set_result(r)
         except Exception as e:  # hand the error to every waiting request
