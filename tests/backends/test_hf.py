@@ -220,3 +220,36 @@ def test_scored_generation_gives_the_same_texts_and_target_nll(tiny_lm):
         model, tok.pad_token_id, soft_prompts, targets, soft=soft, injector=inj, batch_size=3
     )
     np.testing.assert_allclose(sums, want, rtol=1e-5, atol=1e-5)
+
+
+def test_prefill_in_length_groups_matches_one_padded_batch(tiny_lm, monkeypatch):
+    """Rows of very different lengths are prefilled in groups of similar length and their
+    caches laid side by side: tokens, target NLL and soft-prompt (embedding) input give
+    what one padded batch gives."""
+    import numpy as np
+
+    from peerdiff.backends import hf
+    from peerdiff.model.lm import length_groups, pad_batch, shared_prefix
+
+    model, tok, _ = tiny_lm
+    be = HFBackend(model, tok, batch_size=8)
+    texts = [
+        "hi",
+        "a much longer prompt that forces a lot of padding on the rest",
+        "mid one",
+        "x" * 30,
+    ]
+    prompts = [be.encode(c) for c in convs(texts)]
+    shared = shared_prefix(prompts)
+    ids, mask = pad_batch(prompts, tok.pad_token_id, shared)
+    assert len(length_groups(mask[:, shared:].sum(1).tolist())) == 3
+    targets = [tok(t, add_special_tokens=False)["input_ids"] for t in ["abc", "de", "", "fghij"]]
+    p = GenParams(max_new_tokens=12, repetition_penalty=1.3)
+    embeds = model.get_input_embeddings()(ids).detach()
+    grouped = be.decode(ids, mask, p, shared=shared, targets=targets)
+    grouped_soft = be.decode(ids, mask, p, inputs_embeds=embeds, shared=shared)
+    monkeypatch.setattr(hf, "length_groups", lambda lengths: [list(range(len(lengths)))])
+    single = be.decode(ids, mask, p, shared=shared, targets=targets)
+    assert grouped[0] == single[0] == grouped_soft
+    assert sum(map(len, grouped[0])) > 12  # tokens were generated (EOS is never kept)
+    np.testing.assert_allclose(grouped[1], single[1], rtol=1e-5)

@@ -20,6 +20,7 @@ from peerdiff.model.llm import load_llm
 from peerdiff.model.lm import (
     cache_kw,
     decoder_of,
+    length_groups,
     pad_batch,
     reserved_cache,
     shared_prefix,
@@ -249,37 +250,7 @@ class HFBackend:
         budget = torch.tensor([p.max_new_tokens for p in rows], device=ids.device)
         max_new = int(budget.max())
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = reserved_cache(max_new)
-
-        def inputs(cols: slice, rows: slice = slice(None)) -> dict:
-            if inputs_embeds is not None:
-                return {"inputs_embeds": inputs_embeds[rows, cols]}
-            return {"input_ids": ids[rows, cols]}
-
-        if 0 < shared < ids.shape[1] and B > 1:  # the common prefix once, then every row
-            model(
-                **inputs(slice(0, shared), slice(0, 1)),
-                attention_mask=mask[:1, :shared],
-                position_ids=pos[:1, :shared],
-                use_cache=True,
-                logits_to_keep=1,
-                **{ckw: cache},
-            )
-            cache.batch_repeat_interleave(B)
-        else:
-            shared = 0
-        logits = (
-            model(
-                **inputs(slice(shared, None)),
-                attention_mask=mask,
-                position_ids=pos[:, shared:],
-                use_cache=True,
-                logits_to_keep=1,
-                **{ckw: cache},
-            )
-            .logits[:, -1]
-            .float()
-        )
+        cache, logits = self._prefill(ids, mask, pos, inputs_embeds, shared, max_new)
         sums = None
         if targets is not None:
             sums = self._score(logits, targets, cache, mask, pos[:, -1] + 1)
@@ -327,6 +298,76 @@ class HFBackend:
             )
             nxt_pos = nxt_pos + 1
         return outs if sums is None else (outs, sums)
+
+    def _prefill(
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        pos: torch.Tensor,
+        inputs_embeds: torch.Tensor | None,
+        shared: int,
+        room: int,
+    ):
+        """The prompts' KV cache (``room`` spare positions) and last-position logits.
+
+        The shared prefix runs once on one row. The rest runs in groups of rows of similar
+        length, each only as wide as its longest row: padding costs as much as a token in
+        a prefill, and one long prompt among short ones (a RAG review among chats) would
+        pad every row to its length. The groups' caches are then laid side by side, each
+        row's part right-aligned, the gap masked as padding already is (positions count
+        real tokens only, so nothing a row attends to moves).
+        """
+        model, ckw = self.model, cache_kw(self.model)
+        B, total = ids.shape
+
+        def run(cols: slice, rows, cache, keep_mask: torch.Tensor):
+            x = inputs_embeds if inputs_embeds is not None else ids
+            key = "inputs_embeds" if inputs_embeds is not None else "input_ids"
+            out = model(
+                **{key: x[rows, cols]},
+                attention_mask=keep_mask,
+                position_ids=pos[rows, cols],
+                use_cache=True,
+                logits_to_keep=1,
+                **{ckw: cache},
+            )
+            return out.logits[:, -1].float()
+
+        if not (0 < shared < total and B > 1):
+            shared = 0
+        groups = length_groups(mask[:, shared:].sum(1).tolist())
+        cache = reserved_cache(room)
+        if shared:  # the common prefix once
+            run(slice(0, shared), slice(0, 1), cache, mask[:1, :shared])
+        if len(groups) == 1:
+            if shared:
+                cache.batch_repeat_interleave(B)
+            return cache, run(slice(shared, None), slice(None), cache, mask)
+        logits = torch.empty(B, model.get_output_embeddings().out_features, device=ids.device)
+        parts = []
+        for g in groups:
+            idx = torch.tensor(g, device=ids.device)
+            start = total - int(mask[idx, shared:].sum(1).max())  # the group's width
+            gc = reserved_cache(0)
+            if shared:
+                for i, layer in enumerate(cache.layers):
+                    gc.update(
+                        *(x.expand(len(g), -1, -1, -1) for x in (layer.keys, layer.values)), i
+                    )
+            keep = torch.cat([mask[idx, :shared], mask[idx, start:]], dim=1)
+            logits[idx] = run(slice(start, None), idx, gc, keep)
+            parts.append((idx, start, gc))
+        merged = reserved_cache(room)
+        for i in range(len(parts[0][2].layers)):
+            k0 = parts[0][2].layers[i].keys
+            kv = [k0.new_zeros(B, k0.shape[1], total, k0.shape[3]) for _ in range(2)]
+            for idx, start, gc in parts:
+                layer = gc.layers[i]
+                for full, x in zip(kv, (layer.keys, layer.values)):
+                    full[idx, :, :shared] = x[:, :, :shared]
+                    full[idx, :, start:] = x[:, :, shared:]
+            merged.update(kv[0], kv[1], i)
+        return merged, logits
 
     def _score(
         self,

@@ -57,6 +57,22 @@ def shared_prefix(
     return n
 
 
+def length_groups(lengths: Sequence[int], ratio: float = 0.75) -> list[list[int]]:
+    """Row indices grouped by length, longest first: a row joins the current group while
+    it is at least ``ratio`` of the group's longest (so padding stays under a quarter of a
+    group's tokens); rows of length 0 join the last group."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] >= ratio * lengths[groups[-1][0]]:
+            groups[-1].append(i)
+        elif groups and lengths[i] == 0:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 def pad_batch(
     seqs: Sequence[Sequence[int]], pad: int, shared: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
