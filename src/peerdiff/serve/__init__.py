@@ -10,8 +10,9 @@ Everything heavy is built once at start-up (:class:`Service`): the data stages, 
 backends, every method, and for each soft-prompt method with an adapter trained under the
 current settings, its adapter and injector. One worker thread owns the model and does all
 tokenization and generation; requests reach it as typed jobs. Concurrent chat requests
-(and one-call reviews) with the same generation settings are batched together (up to
-``max_batch``, waiting at most ``max_wait`` seconds for company). Prompts and soft tokens
+and one-call reviews are batched together as the backend allows (the local model: equal
+sampling settings, each row with its own budget and penalty; vLLM: any), up to
+``max_batch``, waiting at most ``max_wait`` seconds for company. Prompts and soft tokens
 come from the same functions as ``peerdiff run``. Bad input gets a 4xx naming the field.
 """
 
