@@ -98,7 +98,7 @@ class GenerationWorker:
         if key is None or not hasattr(self.backend, "encode"):
             key = lambda params: params  # noqa: E731 - one call per setting (API backends)
         groups: dict[Any, list[ChatJob]] = {}
-        stop = False
+        stop, room = False, 4 * self.max_batch - len(jobs)  # a round stays bounded
         while jobs:
             for j in jobs:
                 if isinstance(j, CallJob):
@@ -109,15 +109,16 @@ class GenerationWorker:
                 else:
                     groups.setdefault(key(j.params), []).append(j)
             jobs = []
-            while not stop and len(jobs) < 4 * self.max_batch:  # what the calls queued
+            while not stop and room > 0:  # what the calls queued, never blocking
                 try:
-                    nxt = self.queue.get_nowait()  # never blocks
+                    nxt = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
                     stop = True
                 else:
                     jobs.append(nxt)
+                    room -= 1
         for group in groups.values():
             for i in range(0, len(group), self.max_batch):
                 self._run_chat(group[i : i + self.max_batch])
