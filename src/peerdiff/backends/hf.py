@@ -8,6 +8,7 @@ each target's NLL from the same prompt prefill.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,17 @@ from peerdiff.model.lm import (
     shared_prefix,
     skinny_head,
 )
+
+
+def _with_skinny_head(method):
+    """Run a backend method with :func:`~peerdiff.model.lm.skinny_head` on its model."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with skinny_head(self.model):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class HFBackend:
@@ -189,6 +201,7 @@ class HFBackend:
         return out if targets is None else (out, nll)
 
     @torch.inference_mode()
+    @_with_skinny_head
     def decode(
         self,
         ids: torch.Tensor,
@@ -225,21 +238,6 @@ class HFBackend:
         placeholders are not tokens, so a row's output does not depend on the other rows of
         its batch.
         """
-        with skinny_head(self.model):
-            return self._decode(ids, mask, params, inputs_embeds, generator, shared, targets)
-
-    @torch.inference_mode()
-    def _decode(
-        self,
-        ids: torch.Tensor,
-        mask: torch.Tensor,
-        params: GenParams | Sequence[GenParams],
-        inputs_embeds: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        shared: int = 0,
-        targets: Sequence[list[int]] | None = None,
-    ) -> list[list[int]] | tuple[list[list[int]], list[float]]:
-        """:meth:`decode` with the decoding LM head in place."""
         model = self.model
         ckw = cache_kw(model)
         eos = self.tokenizer.eos_token_id

@@ -54,6 +54,10 @@ class GenerationWorker:
         self.max_wait = max_wait
         self.queue: queue.Queue = queue.Queue()
         self.batches: list[int] = []  # sizes, for statistics
+        # settings per row where the backend takes them (local model, vLLM); else one
+        # call per distinct setting (API backends)
+        self.per_row = hasattr(backend, "encode") and hasattr(backend, "batch_key")
+        self.batch_key = backend.batch_key if self.per_row else (lambda params: params)
         self._thread = threading.Thread(target=self._loop, name="peerdiff-generate", daemon=True)
         self._thread.start()
 
@@ -94,9 +98,6 @@ class GenerationWorker:
         ``max_batch`` at a time (a request that cannot join waits for its own batch instead
         of splitting this one). Chats queued by the calls (a review's prompt is built by a
         call) join this round instead of waiting for the next."""
-        key = getattr(self.backend, "batch_key", None)
-        if key is None or not hasattr(self.backend, "encode"):
-            key = lambda params: params  # noqa: E731 - one call per setting (API backends)
         groups: dict[Any, list[ChatJob]] = {}
         stop, room = False, 4 * self.max_batch - len(jobs)  # a round stays bounded
         while jobs:
@@ -107,7 +108,7 @@ class GenerationWorker:
                     except Exception as e:
                         j.future.set_exception(e)
                 else:
-                    groups.setdefault(key(j.params), []).append(j)
+                    groups.setdefault(self.batch_key(j.params), []).append(j)
             jobs = []
             while not stop and room > 0:  # what the calls queued, never blocking
                 try:
@@ -131,9 +132,7 @@ class GenerationWorker:
         try:
             if hasattr(be, "encode"):  # tokenize here, on the worker thread only
                 ids = [be.encode(j.conversation) for j in batch]
-                settings = [j.params for j in batch]
-                if not hasattr(be, "batch_key"):
-                    settings = settings[0]
+                settings = [j.params for j in batch] if self.per_row else batch[0].params
                 outs = be.generate_ids(ids, settings, desc="serve")
                 results = [
                     ChatResult(
