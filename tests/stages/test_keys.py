@@ -14,6 +14,7 @@ from conftest import synthetic_overrides
 from peerdiff.backends import Backends
 from peerdiff.backends.hf import HFBackend
 from peerdiff.config import load_config
+from peerdiff.model.llm import dtype_name
 from peerdiff.runner import run
 
 
@@ -85,6 +86,7 @@ def test_the_graph_ran(graph):
         "llm.threads=1",
         "llm.engine=vllm",  # never loaded: nothing needs recomputing
         "llm.device=cpu",
+        f"llm.dtype={dtype_name('auto')}",  # what auto resolves to here: the same numbers
         "embed.device=cpu",
         "embed.batch_size=7",
         "generate.batch_size=2",

@@ -8,7 +8,8 @@
   ``roles`` and ``backends``.
 
 :meth:`Backends.identity` is what stage keys record about a backend: the model and dtype,
-never the engine, device or thread count (they do not change what is computed).
+never the engine, device or thread count (they do not change what is computed), but the dtype
+they resolve to (``auto`` computes in bfloat16 on a GPU or an AMX CPU, float32 elsewhere).
 """
 
 from __future__ import annotations
@@ -107,11 +108,14 @@ class Backends:
 
     def identity(self, name: str) -> dict[str, Any]:
         """What a stage key records about backend ``name``."""
+        from peerdiff.model.llm import dtype_name
+
         b = self.cfg.backends[name]
+        dtype = dtype_name(self.cfg.llm.dtype, self.cfg.llm.device)
         if self.is_local(name):
-            return {"model": self.cfg.llm.model, "dtype": self.cfg.llm.dtype}
+            return {"model": self.cfg.llm.model, "dtype": dtype}
         if b.type == "hf":
-            return {"model": b.model, "dtype": self.cfg.llm.dtype}
+            return {"model": b.model, "dtype": dtype}
         return {"openai": b.model, "base_url": b.base_url}
 
     def role_identity(self, role: str) -> dict[str, Any]:

@@ -27,7 +27,12 @@ class LLMConfig:
     engine: Literal["hf", "vllm"] = field(
         default="hf", metadata={"help": "generation engine; training always uses transformers"}
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto",
+        metadata={
+            "help": "auto: bfloat16 on a GPU or a CPU with AMX bfloat16 units, float32 elsewhere"
+        },
+    )
     device: str = "auto"
     threads: int | None = None
 

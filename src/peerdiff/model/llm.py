@@ -8,6 +8,7 @@ is dequantised once by transformers + ``gguf`` into a cached safetensors folder
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from peerdiff.device import pick_device
+from peerdiff.device import auto_dtype, pick_device
 from peerdiff.errors import ConfigError, DependencyError
 from peerdiff.stage import file_digest
 
@@ -86,9 +87,20 @@ def resolve_llm(name: str, cache_dir: str | Path) -> str:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The torch dtype of ``llm.dtype`` on ``device`` (``auto``: :func:`~peerdiff.device.auto_dtype`)."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return auto_dtype(device)
     return getattr(torch, dtype)
+
+
+@functools.cache
+def dtype_name(dtype: str, device: str = "auto") -> str:
+    """What ``llm.dtype`` resolves to with ``llm.device`` on this machine (``"bfloat16"``...).
+
+    Stage keys record this, not ``auto``: the same config computes in bfloat16 on a GPU or an
+    AMX CPU and in float32 elsewhere, and the numbers differ.
+    """
+    return str(resolve_dtype(dtype, pick_device(device))).removeprefix("torch.")
 
 
 def load_tokenizer(path: str):

@@ -44,6 +44,8 @@ def train_settings(cfg: RunConfig, name: str) -> dict:
 
 
 def train_key(cfg: RunConfig, name: str, data: Data) -> str:
+    from peerdiff.model.llm import dtype_name
+
     spec = methods.get(name)
     t = train_settings(cfg, name)
     t.pop("log_to")  # where curves go changes nothing that is computed
@@ -58,7 +60,7 @@ def train_key(cfg: RunConfig, name: str, data: Data) -> str:
         spec.settings(cfg),
         data.keys(spec.needs),
         t,
-        {"model": cfg.llm.model, "dtype": cfg.llm.dtype},
+        {"model": cfg.llm.model, "dtype": dtype_name(cfg.llm.dtype, cfg.llm.device)},
         cfg.seed,
         val_decoding,
     )
