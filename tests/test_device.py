@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from peerdiff import device
 from peerdiff.device import auto_dtype, pick_device
 
 
@@ -19,27 +18,24 @@ def test_cuda_without_cuda_is_a_clear_error():
         pick_device("cuda")
 
 
-def test_auto_dtype_is_bfloat16_only_where_the_hardware_multiplies_it(monkeypatch):
-    monkeypatch.setattr(device, "cpu_bf16_matmul", lambda: True)
-    assert auto_dtype(torch.device("cpu")) == torch.bfloat16
-    monkeypatch.setattr(device, "cpu_bf16_matmul", lambda: False)
-    assert auto_dtype(torch.device("cpu")) == torch.float32
+def test_auto_dtype_is_bfloat16_on_cuda_only():
+    """Not on an AMX CPU either: its bfloat16 products round with the batch's row count."""
     assert auto_dtype(torch.device("cuda")) == torch.bfloat16
+    assert auto_dtype(torch.device("cpu")) == torch.float32
     assert auto_dtype(torch.device("mps")) == torch.float32
 
 
 def test_stage_keys_record_the_resolved_dtype(monkeypatch):
-    """``auto`` is recorded as what it computes in, so a run directory moved to a machine
-    where auto means another dtype recomputes instead of mixing numbers."""
+    """``auto`` is recorded as what it computes in, so a run directory moved between a GPU
+    and a CPU recomputes instead of mixing numbers."""
     from peerdiff.backends import Backends
     from peerdiff.config import load_config
     from peerdiff.model import llm
 
-    for amx, want in ((True, "bfloat16"), (False, "float32")):
+    for dev, want in ((torch.device("cuda"), "bfloat16"), (torch.device("cpu"), "float32")):
         llm.dtype_name.cache_clear()
-        monkeypatch.setattr(device, "cpu_bf16_matmul", lambda amx=amx: amx)
-        cfg = load_config(None, ["llm.device=cpu"])
-        assert Backends(cfg).identity("local")["dtype"] == want
-        cfg = load_config(None, ["llm.device=cpu", "llm.dtype=float32"])
+        monkeypatch.setattr(llm, "pick_device", lambda pref, dev=dev: dev)
+        assert Backends(load_config(None, [])).identity("local")["dtype"] == want
+        cfg = load_config(None, ["llm.dtype=float32"])
         assert Backends(cfg).identity("local")["dtype"] == "float32"
     llm.dtype_name.cache_clear()

@@ -9,7 +9,7 @@
 
 :meth:`Backends.identity` is what stage keys record about a backend: the model and dtype,
 never the engine, device or thread count (they do not change what is computed), but the dtype
-they resolve to (``auto`` computes in bfloat16 on a GPU or an AMX CPU, float32 elsewhere).
+they resolve to (``auto`` computes in bfloat16 on a GPU, float32 on a CPU).
 """
 
 from __future__ import annotations

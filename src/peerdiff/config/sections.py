@@ -30,7 +30,8 @@ class LLMConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
         default="auto",
         metadata={
-            "help": "auto: bfloat16 on a GPU or a CPU with AMX bfloat16 units, float32 elsewhere"
+            "help": "auto: bfloat16 on a GPU, float32 elsewhere (bfloat16 on an AMX CPU: "
+            "faster, outputs depend on the batch)"
         },
     )
     device: str = "auto"
