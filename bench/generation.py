@@ -1,6 +1,9 @@
 """Generation throughput on CPU with SmolLM2-135M: batched generation vs batch-1 ``generate``.
 
-    python bench/generation.py [--prompts 96] [--new-tokens 64] [--batch 32,96]
+    python bench/generation.py [--prompts 96] [--new-tokens 64] [--batch 32,96] [key=value ...]
+
+Trailing ``key.sub=value`` overrides apply to the config as on the command line
+(``llm.dtype=bfloat16``: both the baseline and the batched path in bfloat16).
 
 Two prompt sets from the quick job's test split: Non-Perso token prompts, and DEP prompts
 with 16 soft tokens from the quick run's trained adapter (skipped if it is not trained).
@@ -68,15 +71,20 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batch", default="32,96")
     ap.add_argument("--baseline-prompts", type=int, default=8, help="batch-1 runs (slow)")
+    ap.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cfg = load_config(a.config)
+    cfg = load_config(a.config, a.overrides)
     data = stages.data(cfg, ["nonperso", "dep"])
     backends = Backends(cfg)
     be = backends.local
     tok, model = be.tokenizer, be.model
     samples = data.bench.samples("test")[: a.prompts]
-    result = {"threads": torch.get_num_threads(), "new_tokens": a.new_tokens}
+    result = {
+        "threads": torch.get_num_threads(),
+        "new_tokens": a.new_tokens,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
     gen_kw = dict(do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
 
     # token prompts (Non-Perso)

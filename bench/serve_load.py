@@ -1,12 +1,13 @@
 """``peerdiff serve`` under a bounded concurrent load on loopback.
 
-    python bench/serve_load.py [--requests 200] [--concurrency 8] [--max-tokens 32]
+    python bench/serve_load.py [--requests 200] [--concurrency 8] [--max-tokens 32] [key=value ...]
 
 Starts the service (default model, the quick config's benchmark) as a separate process,
 then sends ``--requests`` requests, ``--concurrency`` at a time: chat completions and
 personalized reviews (RAG for known users) mixed 3:1. Prints errors, latency percentiles
 and throughput, next to a baseline measured in the same run: the same kind of requests
-sent one at a time. Ends with malformed requests, which must all get 4xx answers.
+sent one at a time. Ends with malformed requests, which must all get 4xx answers. Trailing
+``key.sub=value`` overrides go to the service's config (``llm.dtype=bfloat16``).
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--baseline-requests", type=int, default=24)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     a = ap.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -157,6 +159,7 @@ def main() -> None:
             str(port),
             "--max-batch",
             str(a.concurrency),
+            *a.overrides,
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -176,8 +179,8 @@ def main() -> None:
         from peerdiff import stages
         from peerdiff.config import load_config
 
-        users = stages.data(load_config(a.config), ["nonperso"]).bench.users[:20]
-        result = {"max_tokens": a.max_tokens}
+        users = stages.data(load_config(a.config, a.overrides), ["nonperso"]).bench.users[:20]
+        result = {"max_tokens": a.max_tokens, "overrides": a.overrides}
         base = bodies(a.baseline_requests, users, a.max_tokens)
         result["baseline_sequential"] = asyncio.run(load(url, base, 1))
         result["load"] = asyncio.run(
