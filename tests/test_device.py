@@ -39,3 +39,6 @@ def test_stage_keys_record_the_resolved_dtype(monkeypatch):
         cfg = load_config(None, ["llm.dtype=float32"])
         assert Backends(cfg).identity("local")["dtype"] == "float32"
     llm.dtype_name.cache_clear()
+    # a named device needs no such device here: keys of a GPU run compute on a CPU
+    cfg = load_config(None, ["llm.device=cuda"])
+    assert Backends(cfg).identity("local")["dtype"] == "bfloat16"

@@ -98,9 +98,13 @@ def dtype_name(dtype: str, device: str = "auto") -> str:
     """What ``llm.dtype`` resolves to with ``llm.device`` on this machine (``"bfloat16"``...).
 
     Stage keys record this, not ``auto``: the same config computes in bfloat16 on a GPU and in
-    float32 on a CPU, and the numbers differ.
+    float32 on a CPU, and the numbers differ. A named device is taken as named (a run made
+    with ``llm.device=cuda`` can be reported on a machine without one).
     """
-    return str(resolve_dtype(dtype, pick_device(device))).removeprefix("torch.")
+    if dtype != "auto":
+        return dtype
+    dev = pick_device(device) if device == "auto" else torch.device(device)
+    return str(auto_dtype(dev)).removeprefix("torch.")
 
 
 def load_tokenizer(path: str):
