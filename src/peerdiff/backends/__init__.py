@@ -7,9 +7,9 @@
 - :meth:`Backends.role`: the backend doing a role (``generator``, ``extractor``...) per
   ``roles`` and ``backends``.
 
-:meth:`Backends.identity` is what stage keys record about a backend: the model and dtype,
-never the engine, device or thread count (they do not change what is computed), but the dtype
-they resolve to (``auto`` computes in bfloat16 on a GPU, float32 on a CPU).
+:meth:`Backends.identity` is what stage keys record about a backend: the model and the dtype
+``llm.dtype`` resolves to (``auto``: bfloat16 on a GPU, float32 on a CPU), never the engine,
+device or thread count (they do not change what is computed).
 """
 
 from __future__ import annotations
