@@ -1,6 +1,7 @@
 """End to end with the real default models (SmolLM2-135M, all-MiniLM-L6-v2) on real users."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,48 @@ def test_run_on_four_real_users(real_data, tmp_path, capsys):
     }
     assert main([*args, *SMALL]) == 0
     assert all(p.stat().st_mtime_ns == t for p, t in stamp.items())
+
+
+@pytest.mark.slow
+def test_cold_and_warm_vector_cache_give_identical_results(real_data, tmp_path):
+    """The same config gives the same vectors, DEP adapter and DEP predictions whatever the
+    shared vector cache already held (issue 25, item 2: vectors were computed in batches of
+    whichever texts were missing, so they, and everything trained on them, depended on the
+    cache's state)."""
+    import numpy as np
+
+    from peerdiff.config import default_cache_dir
+    from peerdiff.embed import Encoder, VectorCache, embed_texts
+    from peerdiff.model.llm import resolve_llm
+
+    models = Path(resolve_llm("default", default_cache_dir())).parent  # converted once
+    small = [*SMALL, "methods=[dep]", "probe.splits=[]", "train.epochs=1"]
+    runs = {}
+    for state in ("cold", "warm"):
+        cache = tmp_path / f"cache-{state}"
+        cache.mkdir()
+        (cache / "models").symlink_to(models)
+        run = tmp_path / state
+        args = ["run", "--config", "configs/quick.yaml", f"data.root={real_data}"]
+        args += [f"run_dir={run}", f"cache_dir={cache}", *small]
+        if state == "warm":  # the shortest texts (less padding than among all), and others
+            import pyarrow.parquet as pq
+
+            texts = pq.read_table(runs["cold"] / "prepare" / "reviews.parquet")["text"]
+            some = sorted(texts.to_pylist(), key=len)[: len(texts) // 3] + ["unrelated", "text"]
+            enc = Encoder("default")
+            embed_texts(some, enc, VectorCache(cache, enc.key, enc.dim), progress=False)
+        assert main(args) == 0
+        runs[state] = run
+    cold, warm = runs["cold"], runs["warm"]
+    manifest = json.loads((warm / "embed" / "manifest.json").read_text())
+    assert manifest["counts"]["cached"] > 0  # the warm run did read vectors from its cache
+    for f in (
+        "embed/vectors.npy",
+        "contrast/diff.npy",
+        "train/dep/best/adapter.safetensors",
+        "generate/dep-test/predictions.jsonl",
+        "nll/dep-test/nll.parquet",
+    ):
+        assert (cold / f).read_bytes() == (warm / f).read_bytes(), f
+    assert np.isfinite(np.load(cold / "contrast" / "diff.npy")).any()

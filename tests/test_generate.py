@@ -76,3 +76,37 @@ def test_torn_last_line_is_ignored(tmp_path):
     p.write_text('{"sample_id": "a"}\n{broken\n{"sample_id": "c"}\n')
     with pytest.raises(ValueError, match="x.jsonl:2"):
         read_jsonl(p)
+
+
+def test_lines_are_reused_only_for_the_same_inputs(tmp_path):
+    """``inputs`` (a soft prompt's adapter and features) is part of each line's identity:
+    the same conversation with other inputs is generated again."""
+    from peerdiff.generate import cached_generate
+
+    convs = [[{"role": "user", "content": f"review {i}"}] for i in range(3)]
+    calls = []
+
+    def gen(idx):
+        calls.extend(idx)
+        return [f"out {i}" for i in idx]
+
+    path = tmp_path / "p.jsonl"
+    cached_generate(["a", "b", "c"], convs, gen, path, "k", inputs=["x", "y", "z"])
+    cached_generate(["a", "b", "c"], convs, gen, path, "k", inputs=["x", "y", "z"])
+    assert calls == [0, 1, 2]  # all reused the second time
+    cached_generate(["a", "b", "c"], convs, gen, path, "k", inputs=["x", "Y", "z"])
+    assert calls == [0, 1, 2, 1]
+
+
+def test_row_digests_follow_the_adapter_and_each_row():
+    import numpy as np
+
+    from peerdiff.generate import row_digests
+
+    f = {"hist": np.zeros((3, 2, 4), np.float32), "mask": np.ones((3, 2), bool)}
+    a = row_digests("adapter-1", f)
+    assert len(set(a)) == 1  # equal rows, equal identity
+    assert row_digests("adapter-2", f)[0] != a[0]
+    f["hist"][1, 0, 0] = 1e-7
+    b = row_digests("adapter-1", f)
+    assert b[0] == a[0] and b[1] != a[1] and b[2] == a[2]

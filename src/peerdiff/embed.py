@@ -32,7 +32,10 @@ from peerdiff.stage import Stage, atomic_path, fingerprint
 
 log = logging.getLogger(__name__)
 
-FORMAT = "embed-v2"  # bump when the stage's outputs change, so old manifests are not reused
+FORMAT = "embed-v3"  # bump when the stage's outputs change, so old manifests are not reused
+# Part of the cache's namespace: vectors computed another way (v1: in padded batches, which
+# depended on the batch's company) are never mixed with these.
+VECTOR_FORMAT = "single-v2"
 DEFAULT_ENCODER_ALIASES = ("default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
 
 
@@ -84,31 +87,29 @@ class Encoder:
         self.max_length = max_length
         self.dim: int = self.model.config.hidden_size
         ident = "default:all-MiniLM-L6-v2" if name in DEFAULT_ENCODER_ALIASES else name
-        self.key = f"{Path(ident).name.replace(':', '_')}-{fingerprint(ident, self.pooling, max_length)[:8]}"
+        self.key = f"{Path(ident).name.replace(':', '_')}-{fingerprint(ident, self.pooling, max_length, VECTOR_FORMAT)[:8]}"
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Encode texts. Returns ``(len(texts), dim)`` float32, rows L2-normalised."""
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Encode texts, each in a forward pass of its own (no padding, batch of one).
+
+        A text's vector is therefore a function of the text alone: batched matmuls round
+        differently with the batch's row count and padded length, so a vector computed
+        beside other texts changed in the last bits with whatever else was being embedded
+        (which depends on what the shared cache already held). On 2 CPU cores the unpadded
+        single-text passes are as fast as length-sorted batches of 64.
+
+        Returns ``(len(texts), dim)`` float32, rows L2-normalised.
+        """
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # less padding per batch
-        batches = range(0, len(texts), batch_size)
-        for start in tqdm(batches, desc="embed", unit="batch", disable=not progress):
-            idx = order[start : start + batch_size]
+        for i, text in enumerate(tqdm(texts, desc="embed", unit="text", disable=not progress)):
             enc = self.tokenizer(
-                [texts[i] for i in idx],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
+                [text], truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(self.device)
-            hidden = self.model(**enc).last_hidden_state
-            if self.pooling == "cls":
-                vec = hidden[:, 0]
-            else:
-                m = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                vec = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            hidden = self.model(**enc).last_hidden_state[0]  # (seq, dim)
+            vec = hidden[0] if self.pooling == "cls" else hidden.mean(0)
             vec = torch.nn.functional.normalize(vec.float(), p=2, dim=-1)
-            out[idx] = vec.cpu().numpy()
+            out[i] = vec.cpu().numpy()
         return out
 
 
@@ -168,7 +169,6 @@ def embed_texts(
     texts: list[str],
     encoder: Encoder,
     cache: VectorCache,
-    batch_size: int = 64,
     chunk: int = 2048,
     progress: bool = True,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -186,7 +186,7 @@ def embed_texts(
     bar = tqdm(total=len(todo_u), desc=f"embed ({encoder.key})", unit="text", disable=not progress)
     for start in range(0, len(todo_u), chunk):
         idx = todo_u[start : start + chunk]
-        v = encoder.encode([texts[i] for i in idx], batch_size=batch_size)
+        v = encoder.encode([texts[i] for i in idx])
         cache.add(keys[idx], v)
         bar.update(len(idx))
     bar.close()
@@ -223,7 +223,7 @@ def embed_benchmark(
     :func:`input_text` vector.
     """
     stage = Stage(run_dir, "embed")
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("device", "batch_size")}
+    settings = {k: v for k, v in asdict(cfg).items() if k != "device"}
     key = fingerprint(upstream, settings, FORMAT)
     if stage.is_done(key):
         return stage
@@ -231,11 +231,11 @@ def embed_benchmark(
     cache = VectorCache(cache_dir, encoder.key, encoder.dim)
     rows = np.flatnonzero(bench.profile_mask)
     texts = [review_input(bench.titles[i], bench.texts[i], cfg.text) for i in rows]
-    vecs, counts = embed_texts(texts, encoder, cache, cfg.batch_size)
+    vecs, counts = embed_texts(texts, encoder, cache)
     full = np.full((len(bench), encoder.dim), np.nan, dtype=np.float32)
     full[rows] = vecs
     samples = bench.samples()
-    inputs, _ = embed_texts([input_text(bench, s) for s in samples], encoder, cache, cfg.batch_size)
+    inputs, _ = embed_texts([input_text(bench, s) for s in samples], encoder, cache)
     for name, arr in (("vectors.npy", full), ("inputs.npy", inputs)):
         with atomic_path(stage.path(name)) as tmp, open(tmp, "wb") as f:
             np.save(f, arr)

@@ -30,8 +30,30 @@ from peerdiff.methods.prompts import strip_prefix
 from peerdiff.stage import atomic_path, fingerprint
 
 
-def prompt_hash(conversation: Any) -> str:
-    return fingerprint(conversation)
+def prompt_hash(conversation: Any, inputs: str | None = None) -> str:
+    """Identity of one prompt: its conversation, plus ``inputs`` (the identity of whatever
+    else the model reads for it: a soft prompt's adapter and user features)."""
+    return fingerprint(conversation) if inputs is None else fingerprint(conversation, inputs)
+
+
+def row_digests(adapter_key: str | None, features: dict[str, Any]) -> list[str]:
+    """Per-row identity of a soft-prompt method's inputs beside the prompt text: the adapter
+    (its stage key) and the row's feature arrays, bit for bit."""
+    import hashlib
+
+    import numpy as np
+
+    names = sorted(features)
+    n = len(features[names[0]]) if names else 0
+    out = []
+    for i in range(n):
+        h = hashlib.sha256(str(adapter_key).encode())
+        for k in names:
+            row = np.ascontiguousarray(features[k][i])
+            h.update(f"{k}:{row.dtype}:{row.shape}".encode())
+            h.update(row.tobytes())
+        out.append(h.hexdigest()[:16])
+    return out
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -98,6 +120,7 @@ def cached_generate(
     chunk: int = 32,
     extra: Callable[[int], dict] | None = None,
     postprocess: Callable[[str], str] | None = None,
+    inputs: Sequence[str] | None = None,
 ) -> list[dict]:
     """Generate (or reuse) one output per id, appending chunk by chunk to ``path``.
 
@@ -109,12 +132,18 @@ def cached_generate(
         chunk: items per append (the unit of progress kept after an interruption).
         extra: index -> additional fields stored in the record.
         postprocess: raw text -> the record's ``text`` field.
+        inputs: per id, the identity of what the model reads besides the conversation (a
+            soft prompt's adapter and features, :func:`row_digests`): a line is reused only
+            when these match too, so a retrained adapter never keeps its predecessor's
+            predictions.
 
     Returns:
         Records (``sample_id``, ``prompt_hash``, ``gen_key``, ``raw``, ...) in ``ids`` order.
     """
     path = Path(path)
-    hashes = [prompt_hash(c) for c in conversations]
+    hashes = [
+        prompt_hash(c, None if inputs is None else inputs[n]) for n, c in enumerate(conversations)
+    ]
     old = {r["sample_id"]: r for r in read_jsonl(path)}
     valid = {
         i: old[i]
@@ -164,8 +193,10 @@ def run_predictions(
     gen_key: str,
     chunk: int = 32,
     postprocess: Callable[[str], str] = final_text,
+    inputs: Sequence[str] | None = None,
 ) -> list[dict]:
-    """One prediction per sample (``{sample_id, split, method, ..., text, raw}``), resumable."""
+    """One prediction per sample (``{sample_id, split, method, ..., text, raw}``), resumable.
+    ``inputs``: see :func:`cached_generate`."""
     return cached_generate(
         [s.sample_id for s in samples],
         conversations,
@@ -175,6 +206,7 @@ def run_predictions(
         chunk,
         extra=lambda n: {"split": samples[n].split, "method": method},
         postprocess=postprocess,
+        inputs=inputs,
     )
 
 

@@ -35,6 +35,7 @@ def graph(tiny_lm, synthetic_root, tiny_encoder_dir, tmp_path_factory):
         run(cfg, backends=Backends(cfg, local=HFBackend(model, tok, batch_size=4)))
         return snapshot(run_dir)
 
+    go.run_dir = run_dir
     first = go()
     return go, first
 
@@ -88,7 +89,6 @@ def test_the_graph_ran(graph):
         "llm.device=cpu",
         f"llm.dtype={dtype_name('auto')}",  # what auto resolves to here: the same numbers
         "embed.device=cpu",
-        "embed.batch_size=7",
         "generate.batch_size=2",
         "evaluate.bootstrap=50",
         "name=renamed",
@@ -143,3 +143,44 @@ def test_an_adapter_setting_retrains_only_that_method(graph):
         "evaluate/constant-test",
     }
     go()
+
+
+def _hashes(run_dir, name):
+    import json
+
+    path = run_dir / "generate" / f"{name}-test" / "predictions.jsonl"
+    return [json.loads(line)["prompt_hash"] for line in path.read_text().splitlines()]
+
+
+def test_a_retrained_adapter_never_keeps_old_predictions(graph):
+    """Issue 25, item 1: a change that retrains DEP regenerates every DEP prediction (each
+    line's identity holds the adapter and the row's features, not only the prompt text),
+    and the scores follow the new predictions."""
+    go, first = graph
+    run_dir = go.run_dir
+    before = _hashes(run_dir, "dep")
+    after_snap = go("dep.lr=0.05")
+    assert "train/dep" in changed(first, after_snap)
+    after = _hashes(run_dir, "dep")
+    assert len(after) == len(before) > 0 and not set(before) & set(after)
+    assert _hashes(run_dir, "nonperso")  # untouched methods keep theirs
+    go()
+    assert _hashes(run_dir, "dep") == before  # back to the first adapter's identity
+
+
+def test_evaluate_follows_the_predictions_content(graph):
+    """Scores are keyed by the predictions' bytes: predictions that changed under the same
+    generation key (stale lines regenerated, a file replaced) are scored again."""
+    import json
+
+    go, _ = graph
+    before = go()
+    run_dir = go.run_dir
+    path = run_dir / "generate" / "nonperso-test" / "predictions.jsonl"
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    recs[0]["text"] = "a different review"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    after = go()
+    assert "evaluate/nonperso-test" in changed(before, after)
+    m = "generate/nonperso-test/manifest.json"
+    assert before[m] == after[m]  # generation itself was not redone

@@ -12,13 +12,12 @@ from peerdiff.errors import ConfigError
 @dataclass
 class EmbedConfig:
     model: str = field(default="default", metadata={"help": "default = all-MiniLM-L6-v2 package"})
-    batch_size: int = 64
     max_length: int = 256
     text: Literal["text", "title_text"] = "text"
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        _positive(self, "embed", "batch_size", "max_length")
+        _positive(self, "embed", "max_length")
 
 
 @dataclass

@@ -15,7 +15,7 @@ from peerdiff.backends import Backends
 from peerdiff.backends.base import GenParams
 from peerdiff.config import RunConfig
 from peerdiff.errors import ConfigError
-from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_json
+from peerdiff.stage import Stage, atomic_path, file_digest, fingerprint, read_json, write_json
 from peerdiff.stages.common import (
     DECODE_FORMAT,
     NLL_FORMAT,
@@ -50,7 +50,13 @@ def generate(
     Raises:
         MissingStageError: a soft-prompt method whose adapter was not trained.
     """
-    from peerdiff.generate import chat_fn, resumable_chunk, run_predictions, soft_generate_fn
+    from peerdiff.generate import (
+        chat_fn,
+        resumable_chunk,
+        row_digests,
+        run_predictions,
+        soft_generate_fn,
+    )
     from peerdiff.model.adapters import load_adapter, soft_fn
 
     spec = methods.get(name)
@@ -104,6 +110,7 @@ def generate(
         stage.path("predictions.jsonl"),
         gen_key,
         resumable_chunk(generator),
+        inputs=row_digests(adapter.key(), P.features) if spec.soft else None,
     )
     scored = scored and len(sums) == len(items)  # a resumed run scores its remainder apart
     if scored:
@@ -240,7 +247,9 @@ def evaluate(
     judge = cfg.roles.judge
     key = fingerprint(
         gen.key(),
+        file_digest(gen.path("predictions.jsonl")),  # what was scored, not only its recipe
         nll.key() if nll else None,
+        file_digest(nll.path("nll.parquet")) if nll else None,
         {"bertscore": e.bertscore, "model": e.bertscore_model, "layers": e.bertscore_layers},
         backends.identity(judge) if judge else None,
     )
