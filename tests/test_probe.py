@@ -152,3 +152,60 @@ def test_target_nll_matches_one_sequence_at_a_time(task):
     plain = [tok("hello there")["input_ids"]] * 2
     s2, c2 = target_nll(model, tok.pad_token_id, plain, targets[:2])
     assert np.isfinite(s2).all() and (c2 > 0).all()
+
+
+def test_fresh_residual_dep_is_the_constant_prompt_and_probes_to_zero(task):
+    """Residual DEP starts as its control: with the same seed, a fresh residual DEP puts
+    exactly the constant's vectors at the same prompt positions (tokens layout: placeholders
+    alternate [HIS_k][DIFF_k]; the constant's are [SOFT_0..15]), whatever the features, and
+    the swap probe gives exactly 0."""
+    from dataclasses import replace
+
+    from peerdiff.model.inject import placeholder_names
+
+    model, tok, cfg, inj, prompt, targets, feats, user = task
+    emb = model.get_input_embeddings()
+    rcfg = replace(cfg, residual=True)
+    ccfg = AdapterConfig(
+        kind="constant", encoder_dim=D, llm_hidden=cfg.llm_hidden, n_constant=rcfg.n_tokens
+    )
+    torch.manual_seed(3)
+    dep = build_adapter(rcfg, emb)
+    dep.fit_statistics(feats)
+    torch.manual_seed(3)
+    const = build_adapter(ccfg, emb)
+    # the tokens layout's prompt order: [HIS_0][DIFF_0][HIS_1][DIFF_1] ...
+    names = placeholder_names(rcfg.groups, rcfg.slots)
+    order = [names.index(f"[{g}_{k}]") for k in range(2) for g in ("HIS_TOKEN", "DIFF_TOKEN")]
+    rows = list(range(6))
+    d = soft_fn(dep.eval(), feats, "cpu")(rows)[:, order]
+    c = soft_fn(const.eval(), {"mask": np.ones((6, 1), bool)}, "cpu")(rows)
+    torch.testing.assert_close(d, c, rtol=0, atol=0)
+    own, other, s = probe(task, dep)
+    # identical soft tokens for every user: only the probe's batching rounds differently
+    assert abs(s["delta"]) < 1e-6
+    np.testing.assert_allclose(other, own[:, None].repeat(other.shape[1], 1), atol=1e-5)
+
+
+def test_residual_dep_learns_the_user_from_the_constant(task, tmp_path):
+    """Starting at the constant prompt, the residual branch still learns the users."""
+    from dataclasses import replace
+
+    model, tok, cfg, inj, prompt, targets, feats, user = task
+    torch.manual_seed(0)
+    adapter = build_adapter(replace(cfg, residual=True), model.get_input_embeddings())
+    adapter.fit_statistics(feats)
+    tc = TrainConfig(epochs=6, batch_size=8, grad_accum=1, warmup_ratio=0.0, weight_decay=0.0)
+    Trainer(
+        model,
+        adapter,
+        inj,
+        pad_id=tok.pad_token_id,
+        cfg=tc,
+        lr=3e-2,
+        out_dir=tmp_path,
+        key="residual",
+        recon_weight=0.0,
+    ).fit([Example(prompt, t) for t in targets], feats)
+    _, _, s = probe(task, adapter)
+    assert s["delta"] > 0.3 and s["delta_ci"][0] > 0.1

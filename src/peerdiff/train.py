@@ -132,14 +132,19 @@ class Trainer:
     def loss(
         self, batch: dict[str, torch.Tensor], feats: dict[str, torch.Tensor], model=None
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        soft, aux = (model or self.adapter)(feats)
-        embeds = self.injector(batch["input_ids"], soft)
-        split = (
-            grad_free_prefix(batch["input_ids"], self.injector.table >= 0)
-            if self.prefix_cache
-            else 0
-        )
-        lm = lm_loss(self.llm, embeds, batch, split)
+        """The batch's loss and its parts; under bfloat16 autocast with
+        ``train.precision=bfloat16`` (parameters and gradients stay float32)."""
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16"
+        ):
+            soft, aux = (model or self.adapter)(feats)
+            embeds = self.injector(batch["input_ids"], soft)
+            split = (
+                grad_free_prefix(batch["input_ids"], self.injector.table >= 0)
+                if self.prefix_cache
+                else 0
+            )
+            lm = lm_loss(self.llm, embeds, batch, split)
         total = lm
         parts = {"lm": float(lm.detach())}
         if "recon" in aux:

@@ -245,3 +245,74 @@ def test_dep_mean_ignores_the_users_features():
         assert not torch.equal(
             full(to_tensors(f1, range(3), "cpu"))[0], full(to_tensors(f2, range(3), "cpu"))[0]
         )
+
+
+@pytest.mark.parametrize("unit", ["slot", "sample"])
+def test_feature_dropout_replaces_filled_slots_by_the_mean_in_training_only(unit):
+    cfg = AdapterConfig(
+        encoder_dim=8, llm_hidden=16, slots=4, feature_dropout=0.5, dropout_unit=unit
+    )
+    torch.manual_seed(0)
+    a = build_adapter(cfg)
+    f = {
+        "hist": torch.randn(64, 4, 8),
+        "diff": torch.randn(64, 4, 8),
+        "mask": torch.rand(64, 4) < 0.8,
+    }
+    a.fit_statistics(f)
+    a.train()
+    drop = a._dropped(f["mask"])
+    x = a._inputs(f, "hist", drop)
+    replaced = (x == a.mean_hist).all(-1)
+    assert (replaced == (drop & f["mask"])).all()  # exactly the dropped filled slots
+    assert 0.3 < drop.float().mean() < 0.7
+    if unit == "sample":
+        assert (drop == drop[:, :1]).all()
+    a.eval()
+    assert a._dropped(f["mask"]) is None
+    torch.testing.assert_close(a(f)[0], a(f)[0])  # deterministic at inference
+
+
+def test_residual_empty_slots_get_the_base_token_alone():
+    cfg = AdapterConfig(encoder_dim=8, llm_hidden=16, slots=2, residual=True)
+    torch.manual_seed(0)
+    a = build_adapter(cfg)
+    for mlp in (a.align_mlp_his, a.align_mlp_diff):  # as if trained: a non-zero branch
+        torch.nn.init.normal_(mlp[-1].weight)
+    f = {"hist": torch.randn(1, 2, 8), "diff": torch.randn(1, 2, 8)}
+    f["mask"] = torch.tensor([[True, False]])
+    soft = a.eval()(f)[0][0]  # outputs: [his_0, his_1, diff_0, diff_1]
+    torch.testing.assert_close(soft[[1, 3]], a.base[[1, 3]])
+    assert not torch.allclose(soft[[0, 2]], a.base[[0, 2]])
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_bfloat16_autocast_training_trains_every_parameter_and_repeats(tiny_lm, tmp_path, residual):
+    """``train.precision=bfloat16``: parameters stay float32, every one changes, the LLM
+    stays bit-identical, and the same run twice gives bit-identical adapters."""
+    from safetensors.torch import load_file
+
+    out = []
+    for i in range(2):
+        model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm, residual=residual)
+        before_llm = {k: v.clone() for k, v in model.state_dict().items()}
+        before_ad = {k: v.clone() for k, v in adapter.named_parameters()}
+        tc = TrainConfig(
+            epochs=2, batch_size=3, grad_accum=1, warmup_ratio=0.0, precision="bfloat16"
+        )
+        Trainer(
+            model,
+            adapter,
+            Injector(model.get_input_embeddings(), ids),
+            pad_id=tok.pad_token_id,
+            cfg=tc,
+            lr=1e-2,
+            out_dir=tmp_path / f"t{i}",
+            key="k",
+        ).fit(examples(tok, names), features(3))
+        assert all(p.dtype == torch.float32 for p in adapter.parameters())
+        assert all(torch.equal(v, before_llm[k]) for k, v in model.state_dict().items())
+        assert all(not torch.equal(v, before_ad[k]) for k, v in adapter.named_parameters())
+        out.append(load_file(str(tmp_path / f"t{i}" / "best" / "adapter.safetensors")))
+    assert out[0].keys() == out[1].keys()
+    assert all(torch.equal(out[0][k], out[1][k]) for k in out[0])

@@ -167,9 +167,27 @@ class DEPConfig:
             "divided by the training RMS"
         },
     )
+    residual: bool = field(
+        default=False,
+        metadata={
+            "help": "soft tokens = learned base tokens (initialised as the constant control's) "
+            "+ the user branch, which starts at zero: DEP starts as, and contains, its control"
+        },
+    )
+    feature_dropout: float = field(
+        default=0.0,
+        metadata={"help": "training: replace a filled slot's vectors by the training mean, prob p"},
+    )
+    dropout_unit: Literal["slot", "sample"] = field(
+        default="slot", metadata={"help": "feature_dropout per slot or for a whole sample"}
+    )
     lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ConfigError(f"dep.feature_dropout must be in [0, 1), got {self.feature_dropout}")
+        if self.dropout_unit not in ("slot", "sample"):
+            raise ConfigError(f"dep.dropout_unit must be slot or sample, got {self.dropout_unit!r}")
         if self.text_reviews < 0:
             raise ConfigError(f"dep.text_reviews must be >= 0, got {self.text_reviews}")
         _positive(self, "dep", "max_review_chars")
@@ -229,6 +247,14 @@ class TrainConfig:
         metadata={
             "help": "epoch selection: validation target NLL (one forward pass) or METEOR of "
             "greedy generations"
+        },
+    )
+    precision: Literal["float32", "bfloat16"] = field(
+        default="float32",
+        metadata={
+            "help": "bfloat16: the training forward and backward under bfloat16 autocast "
+            "(weights, optimizer and validation stay float32); fast on CPUs with bfloat16 "
+            "units (AMX, AVX512-BF16) and on GPUs"
         },
     )
     val_samples: int | None = field(default=64, metadata={"help": "val samples for selection"})

@@ -52,6 +52,9 @@ class DEP(SoftMethod):
             "rho": d.rho,
             "init": d.init,
             "features": d.features,
+            "residual": d.residual,
+            "feature_dropout": d.feature_dropout,
+            "dropout_unit": d.dropout_unit,
         }
 
     def loss_weights(self) -> dict[str, float]:

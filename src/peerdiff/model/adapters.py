@@ -71,6 +71,20 @@ class AdapterConfig:
     mean_features: bool = field(
         default=False, metadata={"help": "dep-mean: every filled slot gets the training mean"}
     )
+    residual: bool = field(
+        default=False,
+        metadata={
+            "help": "DEP tokens = learned base tokens (the constant control's) + the user "
+            "branch, whose last layers start at zero"
+        },
+    )
+    feature_dropout: float = field(
+        default=0.0,
+        metadata={"help": "training only: a filled slot's vectors -> the training mean, prob p"},
+    )
+    dropout_unit: Literal["slot", "sample"] = field(
+        default="slot", metadata={"help": "feature_dropout per slot or per whole sample"}
+    )
 
     def __post_init__(self) -> None:
         if self.kind == "dep" and not (self.use_history or self.use_difference):
@@ -79,6 +93,12 @@ class AdapterConfig:
             raise ValueError(f"adapter init {self.init!r} is not one of reference, torch")
         if self.features not in ("raw", "center", "standardize"):
             raise ValueError(f"adapter features {self.features!r}: raw, center or standardize")
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ValueError(
+                f"adapter feature_dropout must be in [0, 1), got {self.feature_dropout}"
+            )
+        if self.dropout_unit not in ("slot", "sample"):
+            raise ValueError(f"adapter dropout_unit {self.dropout_unit!r}: slot or sample")
         if self.sae_hidden is None:
             self.sae_hidden = max(1, self.encoder_dim // 2)
 
@@ -148,6 +168,16 @@ class DEPAdapter(nn.Module):
 
     Buffers ``mean_<group>`` ``(dim,)`` and ``scale_<group>`` ``()`` hold the training
     statistics of each vector group (:meth:`fit_statistics`).
+
+    ``residual``: the soft tokens are ``base + mask * branch(features)``: ``base``
+    ``(n_tokens, hidden)`` is a learned prompt initialised as the constant control's
+    (:func:`build_adapter`), and the last layer of each alignment MLP starts at zero, so a
+    fresh adapter *is* the constant prompt and training moves away from it only as far as
+    the features help. Empty slots get the base token alone.
+
+    ``feature_dropout`` (training only): each filled slot's history and difference vectors
+    (``dropout_unit="slot"``) or all of a sample's (``"sample"``) are replaced by the
+    training means with probability p (shrinkage towards ``dep-mean``).
     """
 
     def __init__(self, cfg: AdapterConfig) -> None:
@@ -163,6 +193,13 @@ class DEPAdapter(nn.Module):
             self.register_buffer(f"scale_{g}", torch.ones(()))
         if cfg.init == "reference":
             reference_init(self)
+        self.base: nn.Parameter | None = None
+        if cfg.residual:
+            self.base = nn.Parameter(torch.randn(cfg.n_tokens, H) * 0.02)  # see build_adapter
+            for mlp in (self.align_mlp_his, self.align_mlp_diff):
+                if mlp is not None:
+                    nn.init.zeros_(mlp[-1].weight)
+                    nn.init.zeros_(mlp[-1].bias)
 
     def adapter_params(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -181,12 +218,26 @@ class DEPAdapter(nn.Module):
             rms = (x - mean).pow(2).mean().sqrt().clamp(min=1e-6)
             getattr(self, f"scale_{g}").copy_(rms)
 
-    def _inputs(self, f: Features, g: str) -> torch.Tensor:
-        """``(batch, slots, dim)`` raw vectors of group ``g`` (the training mean for dep-mean)."""
+    def _inputs(self, f: Features, g: str, drop: torch.Tensor | None) -> torch.Tensor:
+        """``(batch, slots, dim)`` raw vectors of group ``g``: the training mean in every filled
+        slot for dep-mean, and in the slots ``drop`` marks."""
         x, mask = f[g], f["mask"].unsqueeze(-1)
+        mean = getattr(self, f"mean_{g}").to(x.dtype)
         if self.cfg.mean_features:
-            x = torch.where(mask, getattr(self, f"mean_{g}").to(x.dtype), torch.zeros_like(x))
+            x = torch.where(mask, mean, torch.zeros_like(x))
+        elif drop is not None:
+            x = torch.where(mask & drop.unsqueeze(-1), mean, x)
         return x
+
+    def _dropped(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """``(batch, slots)`` slots whose features this training step replaces by the mean."""
+        p = self.cfg.feature_dropout
+        if not (self.training and p > 0):
+            return None
+        b, k = mask.shape
+        if self.cfg.dropout_unit == "sample":
+            return (torch.rand(b, 1, device=mask.device) < p).expand(b, k)
+        return torch.rand(b, k, device=mask.device) < p
 
     def _normalize(self, x: torch.Tensor, g: str, mask: torch.Tensor) -> torch.Tensor:
         if self.cfg.features == "raw":
@@ -201,7 +252,8 @@ class DEPAdapter(nn.Module):
         groups = [
             g for g, on in (("hist", self.cfg.use_history), ("diff", self.cfg.use_difference)) if on
         ]
-        raw = [self._inputs(f, g) for g in groups]
+        drop = self._dropped(f["mask"])
+        raw = [self._inputs(f, g, drop) for g in groups]
         x = torch.cat(raw, dim=1)  # (batch, groups * K, dim)
         xin = torch.cat([self._normalize(r, g, f["mask"]) for r, g in zip(raw, groups)], dim=1)
         mask = f["mask"].repeat(1, len(groups))
@@ -217,7 +269,10 @@ class DEPAdapter(nn.Module):
             if mlp is not None:
                 out.append(mlp(z[:, g * K : (g + 1) * K]))
                 g += 1
-        return torch.cat(out, dim=1), aux
+        soft = torch.cat(out, dim=1)  # (batch, groups * K, hidden)
+        if self.base is not None:
+            soft = self.base.unsqueeze(0) + soft * mask.unsqueeze(-1).to(soft.dtype)
+        return soft, aux
 
 
 class PPlugAdapter(nn.Module):
@@ -277,15 +332,28 @@ Adapter = DEPAdapter | PPlugAdapter | ConstantPrompt
 
 
 def build_adapter(cfg: AdapterConfig, embedding: nn.Embedding | None = None) -> Adapter:
-    """A fresh adapter; ``embedding`` (the LLM's) seeds the constant control."""
+    """A fresh adapter; ``embedding`` (the LLM's) seeds the constant control's tokens and a
+    residual DEP's base tokens.
+
+    Both draw the vocabulary rows first, from the same RNG state: with the same seed and
+    token count, a fresh residual DEP places exactly the constant's vectors at the same prompt
+    positions (DEP's placeholders alternate ``[HIS_k][DIFF_k]`` in the prompt, its outputs
+    are grouped, hence the reordering).
+    """
+    init = None
+    n = cfg.n_tokens
+    if embedding is not None and (cfg.kind == "constant" or cfg.residual):
+        idx = torch.randint(0, embedding.weight.shape[0], (n,))
+        init = embedding.weight[idx].detach().clone().float()
     if cfg.kind == "dep":
-        return DEPAdapter(cfg)
+        adapter = DEPAdapter(cfg)
+        if init is not None and adapter.base is not None:
+            G = len(cfg.groups)
+            with torch.no_grad():  # prompt order (slot-major) -> output order (group-major)
+                adapter.base.copy_(init.view(cfg.slots, G, -1).transpose(0, 1).reshape(n, -1))
+        return adapter
     if cfg.kind == "pplug":
         return PPlugAdapter(cfg)
-    init = None
-    if embedding is not None:
-        idx = torch.randint(0, embedding.weight.shape[0], (cfg.n_constant,))
-        init = embedding.weight[idx]
     return ConstantPrompt(cfg, init)
 
 
