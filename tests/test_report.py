@@ -178,3 +178,34 @@ def test_report_lists_deviations_from_the_published_profile(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cpu.to_dict()))
     md = (write_report(tmp_path, n_boot=20) / "report.md").read_text()
     assert "## Deviations from the published profile" in md and "pipeline.n_items = 4" in md
+
+
+def test_who_gains_by_profile_length(tmp_path):
+    """DEP's NLL gain over a control per profile-length bucket: a gain planted only for long
+    profiles shows there (interval above 0) and not for short ones; table and plot."""
+    n = 200
+    rng = np.random.default_rng(0)
+    lengths = np.arange(n) % 20 + 1  # 1..20 earlier reviews
+    (tmp_path / "prepare").mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "sample_id": [f"test:u{i}" for i in range(n)],
+                "profile": [list(range(k)) for k in lengths],
+            }
+        ),
+        tmp_path / "prepare" / "samples.parquet",
+    )
+    base = rng.uniform(3.5, 4.0, n)
+    gain = np.where(lengths > 15, 0.1, 0.0)
+    fake_eval(tmp_path, "constant", [0.1] * n, nll=base + rng.normal(0, 0.005, n))
+    fake_eval(tmp_path, "dep", [0.1] * n, nll=base - gain)
+    rep = build_report(tmp_path, n_boot=300)
+    g = rep["splits"]["test"]["gains"]
+    assert g["reference"] == "dep" and g["buckets"] == [[1, 5], [6, 10], [11, 15], [16, 20]]
+    by = {tuple(r["bucket"]): r for r in g["rows"]}
+    assert by[(16, 20)]["ci"][0] > 0.08 and by[(16, 20)]["n"] == 50
+    assert by[(1, 5)]["ci"][0] < 0 < by[(1, 5)]["ci"][1]
+    assert "Who gains" in to_markdown(rep)
+    write_report(tmp_path, n_boot=50)
+    assert (tmp_path / "report" / "gains.png").stat().st_size > 1000

@@ -95,6 +95,44 @@ def plot_paired(report: dict[str, Any], path: Path) -> None:
         _save(fig, path, split, len(report["splits"]))
 
 
+def plot_gains(report: dict[str, Any], path: Path) -> None:
+    """Who gains: each method's target NLL minus the reference's per profile-length bucket,
+    with paired 95% intervals (above 0: the reference is better for those users)."""
+    plt = _pyplot()
+    splits = {k: s["gains"] for k, s in report["splits"].items() if s.get("gains")}
+    for split, g in splits.items():
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        methods = list(dict.fromkeys(r["method"] for r in g["rows"]))
+        labels = [f"{lo}-{hi}" if lo != hi else f"{lo}" for lo, hi in g["buckets"]]
+        width = 0.8 / max(1, len(methods))
+        for j, m in enumerate(methods):
+            rows = [r for r in g["rows"] if r["method"] == m]
+            x = (
+                np.array([g["buckets"].index(r["bucket"]) for r in rows])
+                + (j - 0.5 * (len(methods) - 1)) * width
+            )
+            d = np.array([r["diff"] for r in rows])
+            lo = np.array([r["ci"][0] for r in rows])
+            hi = np.array([r["ci"][1] for r in rows])
+            ax.errorbar(x, d, yerr=[d - lo, hi - d], fmt="o", capsize=3, label=m)
+        ax.axhline(0, color="grey", lw=0.8)
+        ns = {tuple(r["bucket"]): r["n"] for r in g["rows"]}
+        ax.set_xticks(
+            range(len(labels)),
+            [f"{lab}\n(n={ns.get(tuple(b), 0)})" for lab, b in zip(labels, g["buckets"])],
+        )
+        ax.set_xlabel("user's earlier reviews (profile length)")
+        ax.set_ylabel(f"NLL minus {g['reference']} (nats/token)")
+        ax.set_title(
+            f"{split}: who gains from {g['reference']} (above 0: {g['reference']} better), 95% CI",
+            fontsize=9,
+        )
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        _save(fig, path, split, len(splits))
+
+
 def plot_probe(probes: list[dict[str, Any]], path: Path) -> None:
     """The user-swap probe: mean NLL with donors' features minus with the user's own, per
     method and split, with its bootstrap 95% interval (above 0: the user's own are better)."""

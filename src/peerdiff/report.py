@@ -13,7 +13,10 @@ Reads the per-sample scores of ``<run_dir>/evaluate/<method>-<split>/`` and writ
 - ``probe.png``: the user-swap probe's delta with its interval, per method and split (when
   the run has ``probe/``);
 - ``training.png``: a soft-prompt method's training loss per step and validation score per
-  epoch (``train/<method>/``).
+  epoch (``train/<method>/``);
+- ``gains.png`` and a table: who gains -- each method's target NLL minus the reference's,
+  per sample, in buckets of the user's profile length (quartiles of the split), with paired
+  intervals (above 0: the reference is better there).
 
 Reporting never imports training code; it only reads files.
 """
@@ -37,7 +40,7 @@ from peerdiff.metrics import (
     corpus_bleu,
     format_score,
 )
-from peerdiff.plots import plot_metrics, plot_paired, plot_probe, plot_training
+from peerdiff.plots import plot_gains, plot_metrics, plot_paired, plot_probe, plot_training
 from peerdiff.stage import atomic_path, read_json, write_json
 
 
@@ -152,6 +155,69 @@ def paired_difference(
 _fmt = format_score
 
 
+def profile_lengths(run_dir: str | Path) -> dict[str, int]:
+    """Sample id -> number of the user's earlier reviews (``prepare/samples.parquet``)."""
+    import pyarrow.compute as pc
+
+    path = Path(run_dir) / "prepare" / "samples.parquet"
+    if not path.exists():
+        return {}
+    t = pq.read_table(path, columns=["sample_id", "profile"])
+    return dict(zip(t["sample_id"].to_pylist(), pc.list_value_length(t["profile"]).to_pylist()))
+
+
+def length_buckets(lengths: np.ndarray) -> list[tuple[int, int]]:
+    """Up to four ``(low, high)`` profile-length ranges cut at the quartiles."""
+    if len(lengths) == 0:
+        return []
+    cuts = sorted({int(np.quantile(lengths, q)) for q in (0.25, 0.5, 0.75)})
+    lo, out = int(lengths.min()), []
+    for c in cuts:
+        if lo <= c:
+            out.append((lo, c))
+            lo = c + 1
+    if lo <= int(lengths.max()):
+        out.append((lo, int(lengths.max())))
+    return out
+
+
+def gains_by_profile(
+    methods: list[MethodScores],
+    reference: str,
+    lengths: dict[str, int],
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Each method's target NLL minus the reference's by profile-length bucket (paired over
+    the bucket's shared samples). ``None`` without NLLs or profile lengths."""
+    ref = next((m for m in methods if m.method == reference), None)
+    if ref is None or not ref.has("nll") or not lengths:
+        return None
+    ref_len = np.array([lengths.get(s, -1) for s in ref.sample_ids])
+    buckets = length_buckets(ref_len[ref_len >= 0])
+    rows = []
+    for ms in methods:
+        if ms is ref or not ms.has("nll"):
+            continue
+        pos = {s: i for i, s in enumerate(ms.sample_ids)}
+        for lo, hi in buckets:
+            ir = np.flatnonzero((ref_len >= lo) & (ref_len <= hi))
+            ir = np.array([i for i in ir if ref.sample_ids[i] in pos], dtype=np.int64)
+            im = np.array([pos[ref.sample_ids[i]] for i in ir], dtype=np.int64)
+            if len(ir) < 2:
+                continue
+            a, b = ms.values["nll"][im], ref.values["nll"][ir]
+            d, dlo, dhi = bootstrap(
+                lambda r, a=a, b=b: float(a[r].mean() - b[r].mean()), len(ir), n_boot, seed
+            )
+            rows.append(
+                {"method": ms.method, "bucket": [lo, hi], "n": len(ir), "diff": d, "ci": [dlo, dhi]}
+            )
+    if not rows:
+        return None
+    return {"reference": reference, "buckets": [list(b) for b in buckets], "rows": rows}
+
+
 def _rank_marks(values: list[float], lower_is_better: bool = False) -> list[str]:
     """``**`` for the best, ``*`` for the second best."""
     finite = sorted({v for v in values if np.isfinite(v)}, reverse=not lower_is_better)
@@ -171,6 +237,7 @@ def build_report(
 ) -> dict[str, Any]:
     """Compute tables and intervals; returns the JSON-able report."""
     groups = collect(run_dir)
+    lengths = profile_lengths(run_dir)
     report: dict[str, Any] = {"run_dir": str(run_dir), "splits": {}}
     for split, methods in groups.items():
         names = [m.method for m in methods]
@@ -202,6 +269,7 @@ def build_report(
             "metrics": metrics,
             "rows": rows,
             "notes": sorted({n for m in methods for n in m.notes}),
+            "gains": gains_by_profile(methods, ref_name, lengths, n_boot, seed),
         }
     return report
 
@@ -246,6 +314,30 @@ def to_markdown(report: dict[str, Any]) -> str:
         ]
         if s.get("best_baseline"):
             lines += [f"Best baseline by METEOR: `{s['best_baseline']}`.", ""]
+        g = s.get("gains")
+        if g:
+            labels = [f"{lo}-{hi}" if lo != hi else f"{lo}" for lo, hi in g["buckets"]]
+            cells: dict[str, dict[str, str]] = {}
+            ns: dict[str, int] = {}
+            for r in g["rows"]:
+                lab = labels[g["buckets"].index(r["bucket"])] if r["bucket"] in g["buckets"] else ""
+                lo, hi = r["ci"]
+                sig = "!" if (lo > 0 or hi < 0) else ""
+                cells.setdefault(r["method"], {})[lab] = (
+                    f"{r['diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]{sig}"
+                )
+                ns[lab] = r["n"]
+            lines += [
+                f"Who gains: target NLL of each method minus `{g['reference']}` by the user's "
+                "number of earlier reviews (profile length; quartile buckets of this split), "
+                "paired bootstrap 95% interval; above 0: "
+                f"`{g['reference']}` is better there (`gains.png`):",
+                "",
+                markdown_table(
+                    ["method", *[f"{lab} (n={ns.get(lab, 0)})" for lab in labels]],
+                    [[m, *[c.get(lab, "") for lab in labels]] for m, c in cells.items()],
+                ),
+            ]
         lines += [f"Note: {n}\n" for n in s["notes"]]
     if not report["splits"]:
         lines += [
@@ -368,6 +460,7 @@ def write_report(
                     )
     plot_metrics(report, out / "metrics.png")
     plot_paired(report, out / "paired.png")
+    plot_gains(report, out / "gains.png")
     probes = [p for p in report.get("probe") or [] if p.get("n")]
     if probes:
         plot_probe(probes, out / "probe.png")
