@@ -174,6 +174,20 @@ def test_report_lists_deviations_from_the_published_profile(tmp_path):
     assert any(d.startswith("rag.k") for d in quick)
     dep_only = deviations(load_config("configs/quick.yaml", ["methods=[nonperso,dep]"]))
     assert not any(d.startswith(("pipeline.", "rag.")) for d in dep_only)
+    # DEP's decoding, layout and training settings are part of the profile
+    for key in (
+        "dep.layout",
+        "dep.lr",
+        "train.epochs",
+        "train.effective_batch",
+        "generate.do_sample",
+    ):
+        assert any(d.startswith(key + " = ") for d in dep_only), key
+    # settings the run never reads are not listed: text-layout keys with the tokens layout,
+    # validation decoding when epochs are selected by NLL
+    assert not any(d.startswith(("dep.max_review_chars", "train.val_")) for d in dep_only)
+    nonperso = deviations(load_config("configs/quick.yaml", ["methods=[nonperso]"]))
+    assert not any(d.startswith(("dep.", "train.", "contrast.")) for d in nonperso)
     fake_eval(tmp_path, "rag", np.full(5, 0.2))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cpu.to_dict()))
     md = (write_report(tmp_path, n_boot=20) / "report.md").read_text()

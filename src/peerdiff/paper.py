@@ -38,10 +38,46 @@ PAPER: dict[str, tuple[Any, str]] = {
     "pipeline.extract_max_tokens": (512, "min"),
     "pipeline.validate_max_tokens": (512, "min"),
     "pipeline.summary_max_tokens": (512, "min"),
+    "generate.do_sample": (True, "eq"),
+    "generate.temperature": (0.8, "eq"),
+    "generate.top_p": (0.95, "eq"),
+    # DEP (its reference code): the text layout with every slot's full text, 8 slots, the
+    # adapter as published, and its training and epoch selection
+    "dep.layout": ("text", "eq"),
+    "dep.text_reviews": (8, "eq"),
+    "dep.compact": (False, "eq"),
+    "dep.max_review_chars": (None, "eq"),
+    "dep.max_prompt_tokens": (3072, "eq"),
+    "dep.residual": (False, "eq"),
+    "dep.feature_dropout": (0.0, "eq"),
+    "dep.init": ("reference", "eq"),
+    "dep.features": ("raw", "eq"),
+    "dep.recon_weight": (100.0, "eq"),
+    "dep.kl_weight": (1e-3, "eq"),
+    "dep.rho": (0.05, "eq"),
+    "dep.lr": (1e-5, "eq"),
+    "contrast.max_slots": (8, "eq"),
+    "contrast.weighting": ("reference", "eq"),
+    "train.epochs": (5, "eq"),
+    "train.effective_batch": (16, "eq"),
+    "train.weight_decay": (0.025, "eq"),
+    "train.warmup_ratio": (0.01, "eq"),
+    "train.samples_per_user": (1, "eq"),
+    "train.select_by": ("meteor", "eq"),
+    "train.val_do_sample": (True, "eq"),
+    "train.val_temperature": (0.8, "eq"),
+    "train.val_top_p": (0.95, "eq"),
+    "train.val_max_new_tokens": (512, "min"),
 }
+# sections a run reads only through its DEP-family methods
+_DEP_SECTIONS = ("dep", "contrast", "train")
 
 
 def _get(cfg: RunConfig, key: str) -> Any:
+    if key == "train.effective_batch":  # the DEP code: 1 per device, 16 accumulated
+        return cfg.train.batch_size * cfg.train.grad_accum
+    if key == "dep.lr":  # the rate DEP trains with (train.lr when dep.lr is unset)
+        return cfg.dep.lr or cfg.train.lr
     node: Any = cfg
     for part in key.split("."):
         node = getattr(node, part)
@@ -52,16 +88,29 @@ def deviations(cfg: RunConfig) -> list[str]:
     """Every setting of ``cfg`` that differs from the published profile, as a sentence.
 
     Only sections some method of the run reads count (``pipeline.*`` in a run without PAG,
-    DPL or DRP changes nothing); ``generate.*`` always does.
+    DPL or DRP changes nothing; ``dep.*``, ``contrast.*`` and ``train.*`` count with a DEP
+    method); ``generate.*`` always does.
     """
     from peerdiff import methods
 
     read = {"generate"}
     for name in cfg.methods:
         read.update(methods.get(name).settings(cfg))
+        if name.startswith("dep"):
+            read.update(_DEP_SECTIONS)
+    unread = set()
+    if cfg.dep.layout == "tokens":  # settings of the text layout reach no prompt
+        unread = {
+            "dep.text_reviews",
+            "dep.compact",
+            "dep.max_review_chars",
+            "dep.max_prompt_tokens",
+        }
+    if cfg.train.select_by != "meteor":  # validation decoding is then never used
+        unread |= {f"train.val_{k}" for k in ("do_sample", "temperature", "top_p", "max_new_tokens")}
     out = []
     for key, (want, how) in PAPER.items():
-        if key.split(".")[0] not in read:
+        if key.split(".")[0] not in read or key in unread:
             continue
         got = _get(cfg, key)
         if (how == "eq" and got != want) or (how == "min" and got < want):
@@ -85,7 +134,8 @@ class DryCall:
 
 
 def dry_run(cfg: RunConfig, names: Sequence[str] | None = None, n: int = 8) -> dict[str, Any]:
-    """Prompt lengths and budgets of each method on the first ``n`` test samples.
+    """Prompt lengths and budgets of each method on the first ``n`` test samples (soft-prompt
+    methods too: their prompt text needs no adapter).
 
     Returns:
         ``{"tokenizer": ..., "deviations": [...], "methods": {name: {step: {...}}}}``;
@@ -96,29 +146,35 @@ def dry_run(cfg: RunConfig, names: Sequence[str] | None = None, n: int = 8) -> d
     from peerdiff.backends import Backends
 
     names = list(names or cfg.methods)
-    counter, tok_name = _counter(cfg)
+    counter, tok_name, tok = _counter(cfg)
     data = stages.data(cfg, names)
     backends = Backends(cfg)
     items = data.bench.samples("test")[:n]
     out: dict[str, Any] = {"tokenizer": tok_name, "deviations": deviations(cfg), "methods": {}}
     for name in names:
         spec = methods.get(name)
-        if spec.soft:
-            continue  # soft prompts need a trained adapter; their text is DEP's layout
+        m = spec.build(cfg)
+        if spec.soft and tok is not None:  # each placeholder counts as the one token it is
+            from peerdiff.model.inject import add_placeholders
+
+            add_placeholders(tok, m.placeholders())
         call = DryCall(backends) if len(spec.roles) > 1 else None
         ctx = data.context(cfg, spec.needs, counter)
-        P = spec.build(cfg).prompts(items, ctx, call)
+        P = m.prompts(items, ctx, call)
         steps = dict(call.steps) if call else {}
         steps["generate"] = {
             "role": "generator",
             "budget": backends.budget("generator", cfg.generate.max_new_tokens),
             "prompts": P.conversations,
         }
-        out["methods"][name] = {step: _lengths(v, counter, cfg) for step, v in steps.items()}
+        limit = cfg.prompt.max_prompt_tokens
+        if name.startswith("dep") and cfg.dep.layout == "text" and cfg.dep.max_prompt_tokens:
+            limit = cfg.dep.max_prompt_tokens
+        out["methods"][name] = {step: _lengths(v, counter, limit) for step, v in steps.items()}
     return out
 
 
-def _lengths(step: dict, counter, cfg: RunConfig) -> dict[str, Any]:
+def _lengths(step: dict, counter, limit: int) -> dict[str, Any]:
     lens = np.array(
         [counter("".join(m["content"] for m in conv)) for conv in step["prompts"]], dtype=int
     )
@@ -128,13 +184,15 @@ def _lengths(step: dict, counter, cfg: RunConfig) -> dict[str, Any]:
         "tokens_min": int(lens.min()) if len(lens) else 0,
         "tokens_median": float(np.median(lens)) if len(lens) else 0.0,
         "tokens_max": int(lens.max()) if len(lens) else 0,
-        "over_budget": int((lens > cfg.prompt.max_prompt_tokens).sum()),
+        "over_budget": int((lens > limit).sum()),
+        "limit": limit,
         "max_new_tokens": step["budget"],
     }
 
 
 def _counter(cfg: RunConfig):
-    """The LLM's tokenizer when it is available offline, else ~4 characters per token."""
+    """``(count, name, tokenizer)``: the LLM's tokenizer when it is available offline, else
+    ~4 characters per token (tokenizer ``None``)."""
     from peerdiff.methods.prompts import approx_tokens
 
     try:
@@ -142,5 +200,6 @@ def _counter(cfg: RunConfig):
 
         tok = load_tokenizer(resolve_llm(cfg.llm.model, cfg.cache_dir))
     except Exception as e:  # noqa: BLE001 - any failure to load means: estimate
-        return approx_tokens, f"approximate (4 characters per token; {type(e).__name__})"
-    return (lambda t: len(tok(t, add_special_tokens=False)["input_ids"])), cfg.llm.model
+        why = f"approximate (4 characters per token; {type(e).__name__})"
+        return approx_tokens, why, None
+    return (lambda t: len(tok(t, add_special_tokens=False)["input_ids"])), cfg.llm.model, tok

@@ -262,7 +262,7 @@ def print_dry_run(cfg: RunConfig, names: list[str] | None = None) -> dict[str, A
                 str(v["tokens_min"]),
                 f"{v['tokens_median']:.0f}",
                 str(v["tokens_max"]),
-                f"{v['over_budget']} (> {cfg.prompt.max_prompt_tokens})",
+                f"{v['over_budget']} (> {v.get('limit', cfg.prompt.max_prompt_tokens)})",
                 str(v["max_new_tokens"]),
             )
     console.print(t)

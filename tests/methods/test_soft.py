@@ -109,3 +109,44 @@ def test_method_learning_rates_and_loss_weights():
     assert methods.build("constant", cfg).loss_weights()["recon_weight"] == 0
     c = methods.build("dep-mean", cfg).adapter_config(8, 16)
     assert c.mean_features and c.kind == "dep"
+
+
+def test_dep_reference_prompt_has_deps_wording_and_no_format_line(ctx):
+    from peerdiff.methods.dep import REFERENCE_SYSTEM
+
+    cfg = load_config(
+        None,
+        [
+            "dep.layout=text",
+            "prompt.style=reference",
+            "dep.max_review_chars=null",
+            "prompt.max_desc_chars=null",
+        ],
+    )
+    m = methods.build("dep", cfg)
+    s = ctx.bench.samples("test")[0]
+    conv = m.prompts([s], ctx).conversations[0]
+    assert conv[0]["content"] == REFERENCE_SYSTEM
+    assert "[Review]" not in conv[0]["content"] + conv[1]["content"]
+    user = conv[1]["content"]
+    assert user.rstrip().endswith(f"[Output Review Title]: {ctx.bench.review(s.target).title}")
+    slots, *_ = ctx.contrast.for_sample(s.sample_id)
+    newest = ctx.bench.review(int(slots[0]))
+    assert newest.text.strip() in user  # the whole text, not clipped
+
+
+def test_dep_text_layout_drops_the_oldest_slots_to_fit_and_masks_them(ctx):
+    base = ["dep.layout=text", "dep.max_review_chars=null", "prompt.max_desc_chars=null"]
+    s = ctx.bench.samples("test")[0]
+    full = methods.build("dep", load_config(None, base)).prompts([s], ctx)
+    n_full = int(full.features["mask"][0].sum())
+    assert n_full >= 2
+    whole = approx_tokens("".join(m["content"] for m in full.conversations[0]))
+    tight = methods.build("dep", load_config(None, [*base, f"dep.max_prompt_tokens={whole - 5}"]))
+    P = tight.prompts([s], ctx)
+    text = P.conversations[0][1]["content"]
+    kept = int(P.features["mask"][0].sum())
+    assert 0 < kept < n_full
+    assert "[HIS_TOKEN_0]" in text and f"[HIS_TOKEN_{kept - 1}]" in text  # newest kept
+    assert f"[HIS_TOKEN_{kept}]" not in text  # oldest dropped, and masked
+    assert approx_tokens("".join(m["content"] for m in P.conversations[0])) <= whole - 5

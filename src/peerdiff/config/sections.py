@@ -150,8 +150,17 @@ class DEPConfig:
         },
     )
     text_reviews: int = field(default=8, metadata={"help": "slots whose review text is shown"})
-    max_review_chars: int = field(default=300, metadata={"help": "text of a shown past review"})
+    max_review_chars: int | None = field(
+        default=300, metadata={"help": "text of a shown past review (null: whole, as DEP)"}
+    )
     compact: bool = field(default=False, metadata={"help": "one short line per slot (CPU)"})
+    max_prompt_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "text layout: drop the oldest slots until the prompt fits (DEP code: "
+            "3072); null: prompt.max_prompt_tokens"
+        },
+    )
     sae_hidden: int | None = field(default=None, metadata={"help": "default encoder dim // 2"})
     rho: float = field(default=0.05, metadata={"help": "SAE target mean activation"})
     recon_weight: float = field(default=100.0, metadata={"help": "loss = lm + w (recon + k kl)"})
@@ -190,7 +199,10 @@ class DEPConfig:
             raise ConfigError(f"dep.dropout_unit must be slot or sample, got {self.dropout_unit!r}")
         if self.text_reviews < 0:
             raise ConfigError(f"dep.text_reviews must be >= 0, got {self.text_reviews}")
-        _positive(self, "dep", "max_review_chars")
+        if self.max_review_chars is not None:
+            _positive(self, "dep", "max_review_chars")
+        if self.max_prompt_tokens is not None:
+            _positive(self, "dep", "max_prompt_tokens")
         if not 0 < self.rho < 1:
             raise ConfigError(f"dep.rho must be in (0, 1), got {self.rho}")
         if self.lr is not None:
@@ -258,7 +270,13 @@ class TrainConfig:
         },
     )
     val_samples: int | None = field(default=64, metadata={"help": "val samples for selection"})
-    val_max_new_tokens: int = field(default=64, metadata={"help": "select_by=meteor: greedy"})
+    val_max_new_tokens: int = field(default=64, metadata={"help": "select_by=meteor: budget"})
+    val_do_sample: bool = field(
+        default=False,
+        metadata={"help": "select_by=meteor: sampled validation generations (DEP) or greedy"},
+    )
+    val_temperature: float = field(default=0.8, metadata={"help": "with val_do_sample"})
+    val_top_p: float = field(default=0.95, metadata={"help": "with val_do_sample"})
     log_to: list[Literal["tensorboard", "wandb"]] = field(
         default_factory=list,
         metadata={"help": "training curves: tensorboard and/or wandb (empty: the PNG only)"},
@@ -277,6 +295,10 @@ class TrainConfig:
         )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not self.val_temperature > 0:
+            raise ConfigError(f"train.val_temperature must be > 0, got {self.val_temperature}")
+        if not 0 < self.val_top_p <= 1:
+            raise ConfigError(f"train.val_top_p must be in (0, 1], got {self.val_top_p}")
         if self.samples_per_user is not None:
             _positive(self, "train", "samples_per_user")
 

@@ -67,7 +67,7 @@ def _section(cfg: RunConfig, name: str) -> dict[str, Any]:
 def _dep_settings(cfg: RunConfig) -> dict[str, Any]:
     d = _section(cfg, "dep")
     if d["layout"] == "tokens":  # text-layout settings do not reach the prompt
-        for k in ("text_reviews", "max_review_chars", "compact"):
+        for k in ("text_reviews", "max_review_chars", "compact", "max_prompt_tokens"):
             d.pop(k)
     return {**_prompt(cfg), "dep": d, "slots": cfg.contrast.max_slots}
 

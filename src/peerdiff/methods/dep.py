@@ -7,7 +7,9 @@ review's own) and difference vector (against other users' reviews of the same it
 - ``text``: DEP's prompt. Each slot's block shows the review's item title, rating and review
   title, its text for the first ``dep.text_reviews`` slots, then its two tokens (slot k's
   text and slot k's vectors are the same review; the DEP code mixed these up).
-  ``dep.compact`` puts each slot on one short line (CPU).
+  ``dep.compact`` puts each slot on one short line (CPU). As in the DEP code, the oldest
+  slots are dropped until the prompt fits ``dep.max_prompt_tokens`` (their features are
+  masked too); texts are clipped only by ``dep.max_review_chars``.
 - ``tokens``: the Non-Perso prompt plus one ``[User Style]:`` line holding every slot's
   tokens (empty slots too) -- the constant control's prompt, word for word, so the two
   differ only in the user information.
@@ -26,7 +28,7 @@ import numpy as np
 from peerdiff.backends.base import Message
 from peerdiff.data.schema import Sample
 from peerdiff.methods import prompts
-from peerdiff.methods.base import Context
+from peerdiff.methods.base import Call, Context, Prompts
 from peerdiff.methods.soft import STYLE_LABEL, SoftMethod, token_line_conversation
 from peerdiff.model.inject import GROUP_NAMES
 
@@ -38,6 +40,18 @@ NOTE = (
     "Note: [Review Embedding] is a soft prompt of the review text and [Review Difference "
     "Embedding] is a soft prompt of how the review differs from other users' reviews of the "
     "same item; use them as hints for the personalized review."
+)
+# prompt.style "reference": the DEP code's system prompt, word for word (it has no output-
+# format line: the assistant turn starts right after the output rating and title)
+REFERENCE_SYSTEM = (
+    "Given the title and description of an item, along with the user's past reviews "
+    "(including item title, item description, review rating, review title, review text, "
+    "review embedding, review difference embedding), and the output review rating and review "
+    "title, generate a personalized item review for the user.\n"
+    "Note: [Review Embedding] denotes a soft prompt of the review text and [Review Difference "
+    "Embedding] denotes a soft prompt showing the difference between the review text and "
+    "other reviews on the same item. [Review Embedding] and [Review Difference Embedding] "
+    "should serve as hints for personalized review text generation.\n"
 )
 
 
@@ -60,16 +74,31 @@ class DEP(SoftMethod):
     def loss_weights(self) -> dict[str, float]:
         return {"recon_weight": self.cfg.dep.recon_weight, "kl_weight": self.cfg.dep.kl_weight}
 
+    def prompts(self, samples: Sequence[Sample], ctx: Context, call: Call | None = None) -> Prompts:
+        """Conversations and features; in the text layout, slots dropped to fit the token
+        budget are masked in the features too (the prompt has no placeholder for them)."""
+        feats = self.features(samples, ctx)
+        if self.cfg.dep.layout == "tokens":
+            return Prompts([self.conversation(s, ctx) for s in samples], features=feats)
+        c = self.adapter_config()
+        convs = []
+        for i, s in enumerate(samples):
+            conv, kept = self._text_conversation(s, ctx, c.use_history, c.use_difference)
+            feats["mask"][i, np.flatnonzero(feats["mask"][i])[kept:]] = False
+            convs.append(conv)
+        return Prompts(convs, features=feats)
+
     def conversation(self, sample: Sample, ctx: Context) -> list[Message]:
         c = self.adapter_config()
         if self.cfg.dep.layout == "tokens":
             names = [f"[{GROUP_NAMES[g]}_{k}]" for k in range(c.slots) for g in c.groups]
             return token_line_conversation(sample, ctx, STYLE_LABEL, names)
-        return self._text_conversation(sample, ctx, c.use_history, c.use_difference)
+        return self._text_conversation(sample, ctx, c.use_history, c.use_difference)[0]
 
     def _text_conversation(
         self, sample: Sample, ctx: Context, use_history: bool, use_difference: bool
-    ) -> list[Message]:
+    ) -> tuple[list[Message], int]:
+        """The text layout's conversation and how many slots (newest first) it shows."""
         assert ctx.contrast is not None, "DEP needs the contrast stage"
         bench, d = ctx.bench, self.cfg.dep
         pc = replace(ctx.prompt, max_review_chars=d.max_review_chars)
@@ -103,22 +132,24 @@ class DEP(SoftMethod):
                     f"- [Review {k + 1}]:\n  - [Item Title]: {item.title}\n"
                     f"  - [Review Rating]: {r.rating:g}\n  - [Review Title]: {r.title}\n{tokens}"
                 )
-        user = (
-            prompts.item_fields(bench, target, ctx.prompt)
-            + "[User's Past Reviews]:\n"
-            + "".join(blocks)
-            + prompts.output_fields(target)
-            + prompts.closing(ctx.prompt)
-        )
         if d.compact:
             system = prompts.system_prompt(", along with the user's past reviews", ctx.prompt)
-            return prompts.conversation(system + "\n" + NOTE_COMPACT, user)
-        system = prompts.system_prompt(
-            ", along with the user's past reviews (with their review embeddings and review "
-            "difference embeddings)",
-            ctx.prompt,
-        )
-        return prompts.conversation(system + "\n" + NOTE, user)
+            system += "\n" + NOTE_COMPACT
+        elif ctx.prompt.style == "reference":
+            system = REFERENCE_SYSTEM
+        else:
+            system = prompts.system_prompt(
+                ", along with the user's past reviews (with their review embeddings and review "
+                "difference embeddings)",
+                ctx.prompt,
+            )
+            system += "\n" + NOTE
+        head = prompts.item_fields(bench, target, ctx.prompt) + "[User's Past Reviews]:\n"
+        tail = prompts.output_fields(target) + prompts.closing(ctx.prompt)
+        # blocks are newest first: keeping the longest prefix that fits drops the oldest
+        budget = d.max_prompt_tokens or ctx.prompt.max_prompt_tokens
+        kept = prompts.fit_blocks(system + head, blocks, tail, budget, ctx.count_tokens)
+        return prompts.conversation(system, head + "".join(kept) + tail), len(kept)
 
     def features(self, samples: Sequence[Sample], ctx: Context) -> dict:
         """``hist``, ``diff``: ``(n, slots, dim)`` float32 (zeros in empty slots); ``mask``."""

@@ -34,8 +34,18 @@ log = logging.getLogger(__name__)
 
 
 def validation_params(cfg: RunConfig) -> GenParams:
-    """Decoding for METEOR selection: greedy, ``train.val_max_new_tokens``, no penalty."""
-    return GenParams(max_new_tokens=cfg.train.val_max_new_tokens, seed=cfg.seed)
+    """Decoding for METEOR selection: ``train.val_max_new_tokens``, no penalty; greedy, or
+    sampled with ``train.val_temperature`` / ``val_top_p`` (the DEP code's selection)."""
+    t = cfg.train
+    if not t.val_do_sample:
+        return GenParams(max_new_tokens=t.val_max_new_tokens, seed=cfg.seed)
+    return GenParams(
+        max_new_tokens=t.val_max_new_tokens,
+        do_sample=True,
+        temperature=t.val_temperature,
+        top_p=t.val_top_p,
+        seed=cfg.seed,
+    )
 
 
 def train_settings(cfg: RunConfig, name: str) -> dict:
@@ -53,7 +63,8 @@ def train_key(cfg: RunConfig, name: str, data: Data) -> str:
     if cfg.train.select_by == "meteor":
         val_decoding = asdict(validation_params(cfg))
     else:
-        t.pop("val_max_new_tokens")
+        for k in ("val_max_new_tokens", "val_do_sample", "val_temperature", "val_top_p"):
+            t.pop(k)
     return fingerprint(
         SOFT_FORMAT,
         name,
