@@ -8,7 +8,9 @@ Measured in one run on the quick job's DEP training examples (real prompts and t
 - the project's training step (``peerdiff.train.Trainer``: grad-free prompt prefix through a
   KV cache, LM head only at target positions, AdamW step);
 - a baseline step: the same adapter and loss, but one plain forward over the whole sequence
-  with logits at every position (what ``model(inputs_embeds, labels=...)`` does).
+  with logits at every position (what ``model(inputs_embeds, labels=...)`` does);
+- the project's step under bfloat16 autocast (``train.precision=bfloat16``), its speed-up
+  over float32 and how far its loss moves from the float32 loss on the same batches.
 
 FLOPs per token: ``2 P`` (P = non-embedding parameters) plus attention ``4 L d`` per layer
 for the forward; the same again backward for positions after the grad-free prefix (input
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -104,10 +107,26 @@ def main() -> None:
         key="b",
         **m.loss_weights(),
     )
+    tr16 = Trainer(
+        model,
+        adapter,
+        inj,
+        pad_id=be.tokenizer.pad_token_id,
+        cfg=replace(cfg.train, precision="bfloat16"),
+        lr=1e-4,
+        out_dir="/tmp/bench-train",
+        key="b",
+        **m.loss_weights(),
+    )
     opt = torch.optim.AdamW(adapter.adapter_params(), lr=1e-4)
+    start = {k: v.clone() for k, v in adapter.state_dict().items()}
+    losses: dict[str, list[float]] = {}
 
     def run(kind: str) -> dict:
         flops = tok = 0.0
+        adapter.load_state_dict(start)  # every kind steps the same adapter from the same start
+        opt.state.clear()
+        losses[kind] = []
         t0 = time.perf_counter()
         for idx in batches:
             batch = collate(
@@ -117,8 +136,8 @@ def main() -> None:
                 is_placeholder=inj.table >= 0,
             )
             f = to_tensors(feats, idx, be.device)
-            if kind == "project":
-                loss, _ = tr.loss(batch, f)
+            if kind in ("project", "project-bf16"):
+                loss, _ = (tr if kind == "project" else tr16).loss(batch, f)
                 split = grad_free_prefix(batch["input_ids"], inj.table >= 0)
             else:  # plain forward with logits everywhere, HF-style loss
                 soft, aux = adapter(f)
@@ -134,10 +153,11 @@ def main() -> None:
                 )
                 loss = loss + 100 * (aux["recon"] + 1e-3 * aux["kl"])
                 split = 0
+            losses[kind].append(float(loss.detach()))
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            flops += step_flops(model, batch, split, head_everywhere=kind != "project")
+            flops += step_flops(model, batch, split, head_everywhere=kind == "baseline")
             tok += float(batch["attention_mask"].sum())
         dt = time.perf_counter() - t0
         useful = sum(
@@ -162,8 +182,17 @@ def main() -> None:
     run("project")  # warm-up (allocator, threads)
     result["baseline"] = run("baseline")
     result["project"] = run("project")
+    result["project-bf16"] = run("project-bf16")
     result["speedup"] = round(result["baseline"]["seconds"] / result["project"]["seconds"], 2)
-    for k in ("baseline", "project"):
+    result["bf16_speedup"] = round(
+        result["project"]["seconds"] / result["project-bf16"]["seconds"], 2
+    )
+    d = np.abs(np.array(losses["project-bf16"]) - np.array(losses["project"]))
+    result["bf16_loss_abs_diff"] = {
+        "mean": round(float(d.mean()), 4),
+        "max": round(float(d.max()), 4),
+    }
+    for k in ("baseline", "project", "project-bf16"):
         result[k]["share_of_limit"] = round(result[k]["executed_gflop_per_s"] / limit, 3)
         result[k]["tokens_per_s_at_limit"] = round(
             result[k]["tokens_per_s"] * limit / result[k]["executed_gflop_per_s"], 1

@@ -12,6 +12,13 @@ Rows go to ``<out>.json`` (finished settings are skipped on a re-run) and the ta
 
     python scripts/dep_sweep.py --out docs/dep-sweep
     python scripts/dep_sweep.py --out docs/dep-sweep --only std-lr1e-3 --controls --generate
+
+``--round medium`` runs the medium-preset rows (residual DEP, shrinkage, the constant's own
+tuning, seeds) on ``configs/evidence-medium.yaml``; a control whose training does not depend
+on a row's settings (``constant`` under a DEP-only change) is trained once and copied into
+the rows that share its training key::
+
+    python scripts/dep_sweep.py --round medium --out docs/dep-sweep-medium --controls
 """
 
 from __future__ import annotations
@@ -109,6 +116,51 @@ SETTINGS: dict[str, list[str]] = {
 }
 
 
+# Round 3, the medium preset (configs/evidence-medium.yaml: residual DEP, standardised
+# inputs, every training sample, lr 1e-3, 2 epochs, NLL selection). bfloat16 autocast
+# training unless a row says otherwise (its speed and NLL against float32: bf16 vs fp32).
+MEDIUM_COMMON = ["train.precision=bfloat16", "probe.max_samples=315"]
+MEDIUM: dict[str, list[str]] = {
+    "res-fp32": ["train.precision=float32"],  # configs/evidence-medium.yaml as it is
+    "res": [],
+    "nores": ["dep.residual=false"],
+    "res-drop0.1": ["dep.feature_dropout=0.1"],
+    "res-sdrop0.2": ["dep.feature_dropout=0.2", "dep.dropout_unit=sample"],
+    "res-drop0.3": ["dep.feature_dropout=0.3"],
+    "res-recon1": ["dep.recon_weight=1"],
+    "res-lr3e-3": ["dep.lr=3e-3", "constant.lr=3e-3"],
+    "res-lr1e-4": ["dep.lr=1e-4", "constant.lr=1e-4"],
+    "res-3ep": ["train.epochs=3"],
+    "res-seed1": ["seed=1"],
+}
+ROUNDS = {
+    "quick": ("configs/quick.yaml", COMMON, SETTINGS),
+    "medium": ("configs/evidence-medium.yaml", MEDIUM_COMMON, MEDIUM),
+}
+
+
+def reuse_trained(cfg, method: str, data, roots: list[Path]) -> None:
+    """Copy an already trained ``method`` with the same training key from another run
+    directory under ``roots`` (the constant under a DEP-only change, or a row that a full
+    ``peerdiff run`` already trained). Training is the expensive part; everything after it
+    is recomputed or skipped by its own key."""
+    import shutil
+
+    from peerdiff.stages.train import train_key
+
+    key = train_key(cfg, method, data)
+    here = cfg.run_path / "train" / method
+    if (here / "manifest.json").exists() and read_json(here / "manifest.json").get("key") == key:
+        return
+    for root in roots:
+        for m in sorted(root.glob(f"*/train/{method}/manifest.json")):
+            if m.parent != here and read_json(m).get("key") == key:
+                print(f"   {method}: reusing {m.parent}", file=sys.stderr, flush=True)
+                shutil.rmtree(here, ignore_errors=True)
+                shutil.copytree(m.parent, here)
+                return
+
+
 def nll_per_sample(stage) -> tuple[np.ndarray, np.ndarray]:
     t = pq.read_table(stage.path("nll.parquet")).to_pydict()
     return np.asarray(t["sample_id"]), np.asarray(t["nll_sum"]) / np.maximum(t["nll_tokens"], 1)
@@ -120,11 +172,14 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def run_setting(name: str, overrides: list[str], args, local) -> dict:
-    cfg = load_config(args.config, [*COMMON, *overrides, f"run_dir=runs/sweep/{name}"])
+    config, common, _ = ROUNDS[args.round]
+    root = Path("runs") / ("sweep" if args.round == "quick" else f"sweep-{args.round}")
+    cfg = load_config(args.config or config, [*common, *overrides, f"run_dir={root / name}"])
     backends = Backends(cfg, local=local)
     method = args.method
     t0 = time.time()
     data = stages.data(cfg, [method])
+    reuse_trained(cfg, method, data, [root, Path("runs")])
     adapter = stages.train(cfg, method, data, backends)
     man = adapter.manifest()
     nll = stages.likelihood(cfg, method, "test", data, backends, adapter)
@@ -147,7 +202,9 @@ def run_setting(name: str, overrides: list[str], args, local) -> dict:
     if args.controls:
         for ctrl in ("constant", "dep-mean"):
             cdata = stages.data(cfg, [ctrl])
+            reuse_trained(cfg, ctrl, cdata, [root, Path("runs")])
             cad = stages.train(cfg, ctrl, cdata, backends)
+            row[f"train_seconds_{ctrl}"] = cad.manifest()["seconds"]
             cid, cnll = nll_per_sample(stages.likelihood(cfg, ctrl, "test", cdata, backends, cad))
             assert list(cid) == list(ids)
             row[f"vs_{ctrl}"] = paired(own_nll, cnll)
@@ -167,7 +224,7 @@ def fmt_ci(x: dict | None, key="diff") -> str:
     return f"{x[key]:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
-def write_table(rows: list[dict], out: Path) -> None:
+def write_table(rows: list[dict], out: Path, round_: str = "quick") -> None:
     body = []
     for r in rows:
         body.append(
@@ -198,10 +255,11 @@ def write_table(rows: list[dict], out: Path) -> None:
         "train s",
         "wall s",
     ]
+    config, common, _ = ROUNDS[round_]
     text = (
         "# DEP sweep\n\n"
-        f"Common settings: `{' '.join(COMMON)}` on `configs/quick.yaml` (bundled Digital "
-        "Music, small preset, SmolLM2-135M, 2 CPU cores). Swap delta: NLL with 4 other "
+        f"Common settings: `{' '.join(common)}` on `{config}` (bundled Digital "
+        "Music, SmolLM2-135M Q4_1 GGUF dequantised to float32, 2 CPU cores). Swap delta: NLL with 4 other "
         "users' features minus own, nats per target token (> 0: the soft tokens carry the "
         "user). NLL columns: DEP minus the control (same settings, same prompt text), paired "
         "over the test samples (< 0: DEP better). Probes use up to `probe.max_samples` "
@@ -212,7 +270,8 @@ def write_table(rows: list[dict], out: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default="configs/quick.yaml")
+    p.add_argument("--config", default=None, help="default: the round's config")
+    p.add_argument("--round", choices=list(ROUNDS), default="quick")
     p.add_argument("--out", default="docs/dep-sweep")
     p.add_argument("--method", default="dep")
     p.add_argument("--only", action="append", help="settings to run (default: all)")
@@ -224,16 +283,17 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     store = out.with_suffix(".json")
     rows = json.loads(store.read_text()) if store.exists() else []
-    local = Backends(load_config(args.config)).local
-    for name in args.only or list(SETTINGS):
+    config, _, settings = ROUNDS[args.round]
+    local = Backends(load_config(args.config or config)).local
+    for name in args.only or list(settings):
         done = [r for r in rows if r["name"] == name]
         if done and not args.redo and not (args.controls and "vs_constant" not in done[0]):
             continue
-        print(f"== {name}: {' '.join(SETTINGS[name])}", file=sys.stderr, flush=True)
-        row = run_setting(name, SETTINGS[name], args, local)
+        print(f"== {name}: {' '.join(settings[name])}", file=sys.stderr, flush=True)
+        row = run_setting(name, settings[name], args, local)
         rows = [r for r in rows if r["name"] != name] + [row]
         store.write_text(json.dumps(rows, indent=1))
-        write_table(rows, out)
+        write_table(rows, out, args.round)
         print(json.dumps(row)[:600], file=sys.stderr, flush=True)
     return 0
 
