@@ -110,3 +110,34 @@ def test_row_digests_follow_the_adapter_and_each_row():
     f["hist"][1, 0, 0] = 1e-7
     b = row_digests("adapter-1", f)
     assert b[0] == a[0] and b[1] != a[1] and b[2] == a[2]
+
+
+def test_a_torn_line_then_a_resume_then_another_kill_still_resumes(tmp_path):
+    """Issue 25, item 5: a kill during an append leaves a partial last line; the next resume
+    must not append after it (a second kill then made every resume fail)."""
+    samples, convs = setup()
+    clean = tmp_path / "clean.jsonl"
+    run_predictions(
+        "m", samples, convs, chat_fn(EchoBackend(), convs, GenParams()), clean, "k", chunk=3
+    )
+    out = tmp_path / "run.jsonl"
+    lines = clean.read_bytes().split(b"\n")
+    out.write_bytes(b"\n".join(lines[:3]) + b"\n" + lines[3][:20])  # killed mid-append
+    with pytest.raises(KeyboardInterrupt):  # resumed, then killed again
+        run_predictions(
+            "m", samples, convs, chat_fn(EchoBackend(crash_on=2), convs, GenParams()), out, "k", 3
+        )
+    assert len(read_jsonl(out)) == 6  # no line glued to the torn one
+    recs = run_predictions(
+        "m", samples, convs, chat_fn(EchoBackend(), convs, GenParams()), out, "k", chunk=3
+    )
+    assert len(recs) == 10 and out.read_bytes() == clean.read_bytes()
+
+
+def test_a_corrupted_middle_line_is_a_data_error_naming_the_line(tmp_path):
+    from peerdiff.errors import DataError
+
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"a": 1}\n{broken\n{"a": 2}\n')
+    with pytest.raises(DataError, match=r"p.jsonl:2: malformed JSON line.*delete the file"):
+        read_jsonl(p)

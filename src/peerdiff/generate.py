@@ -26,6 +26,7 @@ from peerdiff.backends.base import (
     strip_reasoning,
 )
 from peerdiff.data.schema import Sample
+from peerdiff.errors import DataError
 from peerdiff.methods.prompts import strip_prefix
 from peerdiff.stage import atomic_path, fingerprint
 
@@ -71,8 +72,21 @@ def read_jsonl(path: str | Path) -> list[dict]:
         except orjson.JSONDecodeError:
             if i >= len(lines) - 2:  # only the final line may be torn
                 break
-            raise ValueError(f"{path}:{i + 1}: malformed JSON line") from None
+            raise DataError(
+                f"{path}:{i + 1}: malformed JSON line (not written by an interrupted run: "
+                "edited or corrupted); delete the file to regenerate it"
+            ) from None
     return out
+
+
+def _torn(path: Path) -> bool:
+    """True when ``path`` ends inside a line (a kill during an append)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except (FileNotFoundError, OSError):  # missing or empty
+        return False
 
 
 def write_jsonl(path: str | Path, records: Sequence[dict]) -> None:
@@ -150,7 +164,7 @@ def cached_generate(
         for i, h in zip(ids, hashes)
         if i in old and old[i].get("prompt_hash") == h and old[i].get("gen_key") == gen_key
     }
-    if len(valid) != len(old):  # drop stale lines before appending new ones
+    if len(valid) != len(old) or _torn(path):  # drop stale or torn lines before appending
         write_jsonl(path, list(valid.values()))
     todo = [n for n, i in enumerate(ids) if i not in valid]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -107,7 +107,9 @@ def deviations(cfg: RunConfig) -> list[str]:
             "dep.max_prompt_tokens",
         }
     if cfg.train.select_by != "meteor":  # validation decoding is then never used
-        unread |= {f"train.val_{k}" for k in ("do_sample", "temperature", "top_p", "max_new_tokens")}
+        unread |= {
+            f"train.val_{k}" for k in ("do_sample", "temperature", "top_p", "max_new_tokens")
+        }
     out = []
     for key, (want, how) in PAPER.items():
         if key.split(".")[0] not in read or key in unread:
