@@ -184,3 +184,24 @@ def test_evaluate_follows_the_predictions_content(graph):
     assert "evaluate/nonperso-test" in changed(before, after)
     m = "generate/nonperso-test/manifest.json"
     assert before[m] == after[m]  # generation itself was not redone
+
+
+def test_a_metric_that_could_not_be_computed_is_computed_once_it_can(graph, monkeypatch):
+    """Issue 25, item 8: scores made without WordNet (METEOR n/a) are not final; with
+    WordNet back, evaluate runs again and METEOR appears."""
+    import json
+
+    from peerdiff import metrics
+
+    go, _ = graph
+    real = metrics.setup_wordnet
+    if real(go.run_dir / "cache") is not None:
+        pytest.skip("WordNet is not installed here")
+    summary = go.run_dir / "evaluate" / "nonperso-test" / "summary.json"
+    monkeypatch.setattr(metrics, "setup_wordnet", lambda *a, **k: "WordNet not found; fix it")
+    before = go()
+    assert json.loads(summary.read_text())["scores"].get("meteor") is None
+    monkeypatch.setattr(metrics, "setup_wordnet", real)
+    after = go()
+    assert "evaluate/nonperso-test" in changed(before, after)
+    assert json.loads(summary.read_text())["scores"]["meteor"] is not None

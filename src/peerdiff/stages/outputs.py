@@ -240,12 +240,15 @@ def evaluate(
 ) -> Stage:
     """Per-sample scores of the predictions (and target NLL), plus the corpus summary."""
     from peerdiff.generate import read_jsonl
-    from peerdiff.metrics import score_texts
+    from peerdiff.metrics import score_texts, setup_wordnet
 
     stage = Stage(cfg.run_path / "evaluate", f"{name}-{split}")
     e = cfg.evaluate
     judge = cfg.roles.judge
     key = fingerprint(
+        # a metric that could not be computed (METEOR without WordNet) is not final: once
+        # its dependency is there, the key changes and the stage scores again
+        {"meteor": setup_wordnet(cfg.cache_dir) is None},
         gen.key(),
         file_digest(gen.path("predictions.jsonl")),  # what was scored, not only its recipe
         nll.key() if nll else None,
