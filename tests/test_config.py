@@ -28,6 +28,15 @@ def test_defaults_and_overrides():
         ("methods=[gpt]", "methods: 'gpt' is not one of"),
         ("generate.splits=[dev]", "'dev' is not one of train, val, test"),
         ("data.on_bad_line=ignore", "data.on_bad_line"),
+        # issue 25, item 11: negative or zero counts used to mean "all but N" or "all"
+        ("generate.max_samples=-5", "generate.max_samples must be > 0 .or null., got -5"),
+        ("generate.max_samples=0", "generate.max_samples must be > 0"),
+        ("train.val_samples=-2", "train.val_samples must be > 0"),
+        ("probe.max_samples=0", "probe.max_samples must be > 0"),
+        ("dep.feature_dropout=1.0", "dep.feature_dropout must be in"),
+        ("dep.dropout_unit=user", "dep.dropout_unit"),
+        ("train.precision=fp8", "train.precision"),
+        ("train.val_top_p=0", "train.val_top_p must be in"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -63,12 +63,34 @@ def test_gzip_and_blank_lines_keep_true_line_numbers(tmp_path):
         (rec(rating="five"), "field 'rating' is not a number: 'five'"),
         (rec(rating="nan"), "field 'rating' is not a number: 'nan'"),
         (rec(timestamp=None), "missing required field 'timestamp'"),
+        # issue 25, item 11: values that used to be accepted
+        (rec(rating=-999), "field 'rating' = -999 is outside [0, 10]"),
+        (rec(rating=1e308), "field 'rating' = 1e+308 is outside [0, 10]"),
+        (rec(timestamp=-5), "field 'timestamp' = -5 is not a time between 1970 and 3000"),
+        (rec(timestamp=10**30), "field 'timestamp' = 1e+30 is not a time between 1970"),
+        (rec(user_id={"a": 1}), "field 'user_id' must be a string or an integer id, got dict"),
+        (rec(parent_asin=[1]), "field 'parent_asin' must be a string or an integer id"),
+        (rec(text=123), "field 'text' must be a string, got int 123"),
+        (rec(title={"x": 1}), "field 'title' must be a string, got dict"),
     ],
 )
 def test_bad_lines_name_file_and_line(tmp_path, line, message):
     with pytest.raises(DataError) as e:
         read(tmp_path, [rec(), line])
     assert f"r.jsonl:2: {message}" in str(e.value)
+
+
+def test_integer_ids_are_kept_as_strings(tmp_path):
+    _, rows = read(tmp_path, [rec(user_id=17, parent_asin=4)])
+    assert (rows[0]["user_id"], rows[0]["item_id"]) == ("17", "4")
+
+
+def test_skip_mode_counts_out_of_range_values_too(tmp_path):
+    stats, rows = read(
+        tmp_path, [rec(), rec(rating=-999), rec(timestamp=10**30)], on_bad_line="skip"
+    )
+    assert len(rows) == 1
+    assert stats.skipped == {"out-of-range 'rating'": 1, "out-of-range 'timestamp'": 1}
 
 
 def test_skip_mode_counts_bad_lines(tmp_path):

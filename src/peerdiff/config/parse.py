@@ -105,9 +105,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 
 def _positive(obj: Any, section: str, *names: str) -> None:
+    """Each named field must be > 0; ``None`` passes (it means "no limit" or "default")."""
     for name in names:
-        if getattr(obj, name) <= 0:
-            raise ConfigError(f"{section}.{name} must be > 0, got {getattr(obj, name)}")
+        v = getattr(obj, name)
+        if v is not None and v <= 0:
+            raise ConfigError(f"{section}.{name} must be > 0 (or null), got {v}")
 
 
 def _plain(x: Any) -> Any:

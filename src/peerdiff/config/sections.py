@@ -82,7 +82,7 @@ class GenerateConfig:
     max_samples: int | None = field(default=None, metadata={"help": "first N samples per split"})
 
     def __post_init__(self) -> None:
-        _positive(self, "generate", "max_new_tokens", "batch_size")
+        _positive(self, "generate", "max_new_tokens", "batch_size", "max_samples")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"generate.top_p must be in (0, 1], got {self.top_p}")
         if self.temperature <= 0:
@@ -292,6 +292,7 @@ class TrainConfig:
             "grad_accum",
             "max_target_tokens",
             "val_max_new_tokens",
+            "val_samples",
         )
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
@@ -314,7 +315,7 @@ class ProbeConfig:
     )
 
     def __post_init__(self) -> None:
-        _positive(self, "probe", "donors")
+        _positive(self, "probe", "donors", "max_samples")
         for s in self.splits:
             if s not in ("train", "val", "test"):
                 raise ConfigError(f"probe.splits: {s!r} is not one of train, val, test")

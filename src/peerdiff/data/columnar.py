@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from peerdiff.data import schema
-from peerdiff.data.readers import JsonlFormat, ReadStats
+from peerdiff.data.readers import MAX_TIMESTAMP, RATING_RANGE, JsonlFormat, ReadStats
 from peerdiff.errors import DataError
 
 
@@ -110,6 +110,14 @@ def read_reviews_columnar(
                         or not pc.all(pc.is_finite(col.cast(pa.float64()))).as_py()
                     ):
                         raise _Fallback
+                lo, hi = RATING_RANGE  # out of range: the line reader names the line
+                r64, t64 = rating.cast(pa.float64()), ts.cast(pa.float64())
+                if (
+                    pc.any(pc.or_(pc.less(r64, lo), pc.greater(r64, hi))).as_py()
+                    or pc.any(pc.less(t64, 0)).as_py()
+                    or pc.any(pc.greater(t64, MAX_TIMESTAMP * fmt.timestamp_divisor)).as_py()
+                ):
+                    raise _Fallback
                 text = _clean(_coalesce(t, fmt.text), n, normalize_whitespace)
                 title = _clean(_coalesce(t, fmt.title), n, normalize_whitespace)
                 hashes = np.fromiter(

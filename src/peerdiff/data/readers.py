@@ -6,7 +6,9 @@ Well-formed review files go through the columnar reader (:mod:`peerdiff.data.col
 the line reader here parses one line at a time (orjson) and writes Arrow batches, so memory
 stays flat whatever the file size, and reports problems as ``file:line: what``:
 
-- malformed JSON, a missing or empty id, a missing or non-numeric rating or timestamp:
+- malformed JSON, a missing or empty id, an id that is not a string or an integer, a
+  missing or non-numeric rating or timestamp, a rating outside ``RATING_RANGE``, a
+  timestamp before 1970 or after the year 3000, a text or title that is not a string:
   an error (or, with ``on_bad_line="skip"``, a counted skip listed in the stats);
 - an empty or missing review text or title: kept here and dropped by the protocol,
   which counts it (DPL drops such reviews).
@@ -152,6 +154,10 @@ def open_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
             ) from e
 
 
+RATING_RANGE = (0.0, 10.0)  # star ratings (Amazon: 1-5); anything else is a broken line
+MAX_TIMESTAMP = 32_503_680_000  # seconds: 3000-01-01
+
+
 def _get(rec: dict, keys: tuple[str, ...]) -> Any:
     for k in keys:
         if k in rec:
@@ -223,8 +229,46 @@ def _missing(path: Path, n: int, key: str) -> DataError:
 
 def _not_number(path: Path, n: int, key: str, value: Any) -> DataError:
     return DataError(
-        f"{path}:{n}: field {key!r} is not a number: {value!r}", f"non-numeric {key!r}"
+        f"{path}:{n}: field {key!r} is not a number: {_short(value)}", f"non-numeric {key!r}"
     )
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
+def _check_review(path: Path, n: int, rec: dict, fmt: JsonlFormat, rating: float, ts: float):
+    """Types and ranges the protocol relies on (raises :class:`DataError` naming the field)."""
+    for keys in (fmt.user, fmt.item):
+        v = _get(rec, keys)
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise DataError(
+                f"{path}:{n}: field {keys[0]!r} must be a string or an integer id, got "
+                f"{type(v).__name__} {_short(v)}",
+                f"bad {keys[0]!r}",
+            )
+    lo, hi = RATING_RANGE
+    if not lo <= rating <= hi:
+        raise DataError(
+            f"{path}:{n}: field {fmt.rating[0]!r} = {rating:g} is outside [{lo:g}, {hi:g}]",
+            f"out-of-range {fmt.rating[0]!r}",
+        )
+    secs = ts / fmt.timestamp_divisor
+    if not 0 <= secs <= MAX_TIMESTAMP:
+        raise DataError(
+            f"{path}:{n}: field {fmt.timestamp[0]!r} = {ts:g} is not a time between 1970 and "
+            f"3000 (in {'milliseconds' if fmt.timestamp_divisor == 1000 else 'seconds'})",
+            f"out-of-range {fmt.timestamp[0]!r}",
+        )
+    for keys in (fmt.text, fmt.title):
+        v = _get(rec, keys)
+        if v is not None and not isinstance(v, str):
+            raise DataError(
+                f"{path}:{n}: field {keys[0]!r} must be a string, got {type(v).__name__} "
+                f"{_short(v)}",
+                f"non-string {keys[0]!r}",
+            )
 
 
 def read_reviews(
@@ -300,6 +344,7 @@ def read_reviews_lines(
                 ts = _number(ts_raw)
                 if ts is None:
                     raise _not_number(path, n, fmt.timestamp[0], ts_raw)
+                _check_review(path, n, rec, fmt, rating, ts)
             except DataError as e:
                 if on_bad_line == "error":
                     raise
