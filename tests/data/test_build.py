@@ -214,7 +214,18 @@ def test_paper_preset_leaves_nothing_at_this_size(real_data, tmp_path):
             "data.protocol.require_rating_number=false",
         ],
     )
-    assert prepare(cfg.data, tmp_path).manifest()["stats"]["users"] == 0
+    # issue 25, item 9: an empty benchmark stops here, naming the filter (it used to finish
+    # with 0 users, and every later stage ran on n = 0)
+    with pytest.raises(DataError, match=r"left 0 users and 0 test samples out of 6908 reviews"):
+        prepare(cfg.data, tmp_path)
+    assert not (tmp_path / "prepare" / "manifest.json").exists()
+
+
+def test_an_empty_reviews_file_is_an_error(tmp_path):
+    (tmp_path / "reviews.jsonl").write_text("")
+    (tmp_path / "meta.jsonl").write_text("")
+    with pytest.raises(DataError, match=r"reviews.jsonl: no reviews read; check data.reviews"):
+        prepare(_cfg(tmp_path).data, tmp_path / "run")
 
 
 def test_rerun_skips_and_threshold_change_reuses_ingest(tmp_path, monkeypatch):

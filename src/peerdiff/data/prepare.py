@@ -107,6 +107,7 @@ def prepare(data: DataConfig, run_dir: Path, seed: int = 0, force: bool = False)
                 seed,
             )
             stats = {"read": read_stats, **stats}
+            _require_samples(stats, reviews, data)
             write_json(tmp_dir / "stats.json", stats)
             for name in OUTPUTS:
                 (tmp_dir / name).replace(stage.path(name))
@@ -114,6 +115,38 @@ def prepare(data: DataConfig, run_dir: Path, seed: int = 0, force: bool = False)
             shutil.rmtree(tmp_dir, ignore_errors=True)
         stage.finish(key, {"data": _cfg(data)}, OUTPUTS, stats=stats)
     return stage
+
+
+def _require_samples(stats: dict, reviews: Path, data: DataConfig) -> None:
+    """Stop at ``prepare`` when nothing is left to train or test on, naming the filter that
+    removed the last reviews (an empty benchmark used to run every later stage on n = 0).
+
+    Raises:
+        DataError: no users, or no test samples, after the protocol's filters.
+    """
+    samples = stats.get("samples", {})
+    if stats.get("users") and samples.get("test"):
+        return
+    read = stats.get("read", {}).get("reviews", {})
+    skipped = sum((read.get("skipped") or {}).values())
+    n = stats.get("input_rows", 0)
+    if n == 0:
+        why = f"{reviews}: no reviews read"
+        if skipped:
+            why += f" ({skipped} lines skipped as bad under data.on_bad_line=skip)"
+        raise DataError(why + "; check data.reviews and data.source")
+    left, last = n, None
+    for reason, count in stats.get("dropped_reviews", {}).items():
+        if count and left > 0:
+            left -= count
+            last = reason
+    drops = ", ".join(f"{k}: {v}" for k, v in stats.get("dropped_reviews", {}).items())
+    raise DataError(
+        f"{reviews}: the protocol's filters left {stats.get('users', 0)} users and "
+        f"{samples.get('test', 0)} test samples out of {n} reviews (dropped: {drops or 'none'}); "
+        f"the last reviews went at {last!r}. Relax data.protocol.* or pick a smaller "
+        f"data.preset (now {data.preset.value if hasattr(data.preset, 'value') else data.preset})"
+    )
 
 
 class _tmp_file:
