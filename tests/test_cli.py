@@ -81,3 +81,40 @@ def test_dry_run_reports_lengths_budgets_and_deviations(synthetic_root, tmp_path
     assert out["methods"]["rag"]["generate"]["tokens_max"] > 0
     assert out["deviations"] == ["pipeline.n_items = 4 (published: 8)"]
     assert not (tmp_path / "generate").exists()  # nothing was generated
+
+
+def test_bad_files_and_names_are_one_line_errors(tmp_path, capsys):
+    """Issue 25, item 10: inputs that ended in a raw traceback."""
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"\xff\xfe\x00\x01garbage")
+    assert main(["prepare", "--config", str(binary)]) == 2
+    assert "not a text file" in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "r.jsonl").write_text("")
+    args = ["prepare", f"data.root={tmp_path}", "data.reviews=data", f"run_dir={tmp_path}/r"]
+    assert main(args) == 1
+    assert "data.reviews:" in (err := capsys.readouterr().err) and "is a directory" in err
+    assert "r.jsonl" in err
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    import peerdiff.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert main(["prepare"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err
+
+
+def test_models_that_cannot_be_loaded_name_the_setting():
+    from peerdiff.embed import Encoder
+    from peerdiff.model.llm import load_llm
+
+    with pytest.raises(ConfigError, match="embed.model 'nonexistent-encoder' cannot be loaded"):
+        Encoder("nonexistent-encoder")
+    with pytest.raises(ConfigError, match="llm.model '/nonexistent/model': no model folder"):
+        load_llm("/nonexistent/model")

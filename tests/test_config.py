@@ -37,6 +37,10 @@ def test_defaults_and_overrides():
         ("dep.dropout_unit=user", "dep.dropout_unit"),
         ("train.precision=fp8", "train.precision"),
         ("train.val_top_p=0", "train.val_top_p must be in"),
+        # issue 25, item 10: values that ended in a raw traceback
+        ("llm.device=quantum", "llm.device: 'quantum' is not a device"),
+        ("embed.device=quantum", "embed.device: 'quantum' is not a device"),
+        ("llm.threads=-4", "llm.threads must be > 0"),
     ],
 )
 def test_bad_values_name_the_key(override, message):

@@ -63,7 +63,7 @@ def test_corpus_bleu_per_resample(tmp_path):
 
 def test_unknown_reference_is_an_error(tmp_path):
     fake_eval(tmp_path, "rag", [0.1, 0.2])
-    with pytest.raises(ValueError, match="reference method 'dep' was not evaluated"):
+    with pytest.raises(ValueError, match="--reference 'dep': that method was not evaluated"):
         build_report(tmp_path, reference="dep")
 
 

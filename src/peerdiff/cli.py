@@ -86,6 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         kind = "config error" if isinstance(e, ConfigError) else "error"
         print(f"peerdiff: {kind}: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        print(
+            "\npeerdiff: interrupted; finished stages, epochs and generation chunks are kept: "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:

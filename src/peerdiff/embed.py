@@ -27,7 +27,7 @@ from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.readers import text_hash
 from peerdiff.data.schema import Sample
 from peerdiff.device import pick_device
-from peerdiff.errors import DependencyError
+from peerdiff.errors import DependencyError, loading
 from peerdiff.stage import Stage, atomic_path, fingerprint
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,9 @@ class Encoder:
         self.name = name
         self.path = resolve_encoder(name)
         self.device = pick_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model = AutoModel.from_pretrained(self.path).to(self.device).eval()
+        with loading(name, "embed.model"):
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+            self.model = AutoModel.from_pretrained(self.path).to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.pooling = _pooling(self.path)

@@ -5,6 +5,9 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class PeerdiffError(Exception):
     """Base of every error caused by input, configuration or environment (not by a bug)."""
@@ -43,3 +46,23 @@ class DependencyError(PeerdiffError, ImportError):
 
 class MissingStageError(PeerdiffError):
     """A stage needs the output of one that has not run (the message names the command)."""
+
+
+@contextlib.contextmanager
+def loading(name: str, key: str) -> Iterator[None]:
+    """Turn a model that cannot be loaded (no such folder, not in the offline Hugging Face
+    cache) into one :class:`ConfigError` naming the setting, instead of the hub client's
+    chained tracebacks."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        if isinstance(e, PeerdiffError):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if name.startswith(("/", "./", "../", "~")):
+            raise ConfigError(f"{key} {name!r}: no model folder there ({first[:200]})") from None
+        raise ConfigError(
+            f"{key} {name!r} cannot be loaded: not a model folder, and not in the local Hugging "
+            f"Face cache (peerdiff runs offline); give a local path or download it once "
+            f"(`huggingface-cli download {name}`). ({first[:200]})"
+        ) from None

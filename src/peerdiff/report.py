@@ -243,7 +243,12 @@ def build_report(
         names = [m.method for m in methods]
         ref_name = reference or ("dep" if "dep" in names else names[0])
         if ref_name not in names:
-            raise ValueError(f"reference method {ref_name!r} was not evaluated on {split}: {names}")
+            from peerdiff.errors import ConfigError
+
+            raise ConfigError(
+                f"--reference {ref_name!r}: that method was not evaluated on {split} in this "
+                f"run; evaluated: {', '.join(names)}"
+            )
         ref = methods[names.index(ref_name)]
         metrics = [m for m in (*METRICS, *OPTIONAL_METRICS) if all(x.has(m) for x in methods)]
         rows = []

@@ -132,9 +132,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         where = str(path)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a YAML config file") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{path}: not a text file (byte {e.start} is not UTF-8); a config is YAML"
+            ) from None
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:

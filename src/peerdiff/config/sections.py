@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from peerdiff.config.parse import _positive
 from peerdiff.errors import ConfigError
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _device(value: str, key: str) -> None:
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise ConfigError(f"{key}: {value!r} is not a device (auto, cpu, cuda, cuda:N or mps)")
 
 
 @dataclass
@@ -18,6 +26,7 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "embed", "max_length")
+        _device(self.device, "embed.device")
 
 
 @dataclass
@@ -35,6 +44,10 @@ class LLMConfig:
     )
     device: str = "auto"
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _device(self.device, "llm.device")
+        _positive(self, "llm", "threads")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from peerdiff.device import auto_dtype, cpu_bf16_matmul, pick_device
-from peerdiff.errors import ConfigError, DependencyError
+from peerdiff.errors import ConfigError, DependencyError, loading
 from peerdiff.stage import file_digest
 
 log = logging.getLogger(__name__)
@@ -135,14 +135,16 @@ def load_llm(
         torch.set_num_threads(threads)
     path = resolve_llm(name, cache_dir)
     dev = pick_device(device)
-    tok = load_tokenizer(path)
+    with loading(name, "llm.model"):
+        tok = load_tokenizer(path)
     torch_dtype = resolve_dtype(dtype, dev)
     if dev.type == "cpu" and torch_dtype == torch.float32 and cpu_bf16_matmul():
         log.info(
             "this CPU multiplies bfloat16 in hardware (AMX): llm.dtype=bfloat16 runs about "
             "1.8x faster, with greedy outputs that depend on the batch (docs/benchmarks.md)"
         )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    with loading(name, "llm.model"):
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     model.to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
