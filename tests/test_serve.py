@@ -329,3 +329,69 @@ def test_non_local_bind_without_a_key_warns():
     assert bind_warning("127.0.0.1", None) is None
     assert bind_warning("0.0.0.0", "k") is None
     assert "without an API key" in bind_warning("0.0.0.0", None)
+
+
+def _chat(content: str, **kw) -> dict:
+    return {"model": "tiny", "messages": [{"role": "user", "content": content}], **kw}
+
+
+def test_a_prompt_beyond_the_context_is_refused_before_the_worker(server):
+    """Issue 25, item 3: a chat longer than the model's context blocked every other request;
+    now 400 before it reaches the worker (the tiny model's context: 4,096 tokens)."""
+    msgs = [{"role": "user", "content": "x" * 30_000}] * 2  # ~60k characters, past 4,096
+    r = httpx.post(
+        server["url"] + "/v1/chat/completions", json={"model": "tiny", "messages": msgs}, timeout=30
+    )
+    assert r.status_code == 400 and "tokens; this service takes at most 4096" in r.text
+
+
+def test_chunked_bodies_count_against_the_limit_and_errors_do_not_echo_input(server):
+    """Issue 25, item 4: a chunked body bypassed the 1 MB limit and the 422 echoed it."""
+    big = b'{"model": "tiny", "messages": "' + b"y" * 1_500_000 + b'"}'
+
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i : i + 65536]
+
+    r = httpx.post(
+        server["url"] + "/v1/chat/completions",
+        content=chunks(),  # no Content-Length: Transfer-Encoding: chunked
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 413
+    body = b'{"model": "tiny", "messages": "' + b"z" * 200_000 + b'"}'
+    r = httpx.post(
+        server["url"] + "/v1/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 422 and len(r.content) < 2_000, len(r.content)
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (_chat("hi", seed=2**70), "seed"),
+        (_chat("\ud800"), "content"),
+    ],
+)
+def test_out_of_range_values_are_422_not_500(server, body, field):
+    """Issue 25, item 7: these were 500s followed by a reset connection."""
+    import json
+
+    raw = json.dumps(body)  # keeps "\\ud800" as an escape, as a client would send it
+    r = httpx.post(
+        server["url"] + "/v1/chat/completions",
+        content=raw,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 422 and field in r.text, r.text
+
+
+def test_a_history_timestamp_beyond_the_year_3000_is_422(server):
+    hist = [{"item_title": "a", "rating": 4, "text": "b", "timestamp": 10**30}]
+    r = review(server, history=hist, method="rag")
+    assert r.status_code == 422 and "timestamp" in r.text

@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         help="require Authorization: Bearer <key> on every route but /health "
         "(default: $PEERDIFF_API_KEY)",
     )
+    sv.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=None,
+        help="longer chat prompts get 400 (default: the model's context window)",
+    )
     r = cmd("run", "every stage the configured methods need, then the results table", True)
     r.add_argument(
         "--dry-run",
@@ -154,7 +160,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from peerdiff.serve import serve
 
         print(f"peerdiff serve: http://{args.host}:{args.port}/v1 (model {cfg.llm.model})")
-        serve(cfg, args.host, args.port, args.max_batch, args.api_key)
+        serve(cfg, args.host, args.port, args.max_batch, args.api_key, args.max_prompt_tokens)
         return 0
     data = stages.data(cfg, names, prep)
     backends = Backends(cfg)

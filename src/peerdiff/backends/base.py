@@ -3,6 +3,7 @@ call returns (:class:`Completion`: the answer, any separate reasoning, the finis
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -111,3 +112,38 @@ def arrange(conversation: list[Message], instructions: str = "system") -> list[M
         rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
         return rest
     return [{"role": "user", "content": system}, *rest]
+
+
+# Soft-prompt placeholders (peerdiff.model.inject) are special tokens the methods put into
+# prompts on purpose; every other special token of a tokenizer is a control token.
+_PLACEHOLDER = re.compile(r"\[[A-Z]+_TOKEN_\d+\]")
+_ZWSP = "\u200b"
+
+
+def _control_tokens(tokenizer) -> re.Pattern | None:
+    """A pattern of the tokenizer's special tokens other than soft-prompt placeholders."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    names = {t.content for t in added.values() if getattr(t, "special", False)}
+    names |= set(getattr(tokenizer, "all_special_tokens", []) or [])
+    names = sorted(
+        (n for n in names if len(n) > 1 and not _PLACEHOLDER.fullmatch(n)), key=len, reverse=True
+    )
+    return re.compile("|".join(map(re.escape, names))) if names else None
+
+
+def plain_text(conversation: list[Message], tokenizer) -> list[Message]:
+    """``conversation`` with every control-token string inside a message (``<|im_end|>``,
+    ``<|im_start|>``, ``</s>``...) broken by a zero-width space, so that text from reviews or
+    requests is tokenized as text and can never close a turn or open a system message.
+    Soft-prompt placeholders stay whole. Messages without such strings are unchanged."""
+    pat = _control_tokens(tokenizer)
+    if pat is None:
+        return conversation
+    out = []
+    for m in conversation:
+        c = m.get("content")
+        if isinstance(c, str) and pat.search(c):
+            c = pat.sub(lambda x: x.group(0)[0] + _ZWSP + x.group(0)[1:], c)
+            m = {**m, "content": c}
+        out.append(m)
+    return out

@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from peerdiff.backends.base import Completion, GenParams, Message, per_row, sampling_key
+from peerdiff.backends.base import (
+    Completion,
+    GenParams,
+    Message,
+    per_row,
+    plain_text,
+    sampling_key,
+)
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
 from peerdiff.model.lm import (
@@ -82,7 +89,7 @@ class HFBackend:
     def render(self, conversation: list[Message]) -> str:
         """The prompt string the model sees (chat template with the generation prompt)."""
         return self.tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True
+            plain_text(conversation, self.tokenizer), tokenize=False, add_generation_prompt=True
         )
 
     def encode(self, conversation: list[Message]) -> list[int]:

@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from peerdiff.backends.base import ChatBackend, Completion, GenParams, Message, per_row
+from peerdiff.backends.base import (
+    ChatBackend,
+    Completion,
+    GenParams,
+    Message,
+    per_row,
+    plain_text,
+)
 from peerdiff.errors import DependencyError
 
 
@@ -77,7 +84,7 @@ class VLLMBackend(ChatBackend):
 
     def render(self, conversation: list[Message]) -> str:
         return self.tokenizer.apply_chat_template(
-            conversation, tokenize=False, add_generation_prompt=True
+            plain_text(conversation, self.tokenizer), tokenize=False, add_generation_prompt=True
         )
 
     def encode(self, conversation: list[Message]) -> list[int]:

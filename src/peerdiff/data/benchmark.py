@@ -143,7 +143,7 @@ class Benchmark:
         """The user's sample with the longest profile (the test sample)."""
         best = self._latest.get(user_id)
         if best is None:
-            raise UnknownUserError(f"unknown user {user_id!r}: not in benchmark {self.dir}")
+            raise UnknownUserError(f"unknown user {user_id!r}: not in the prepared benchmark")
         return best
 
     def history(self, user_id: str) -> tuple[int, ...]:

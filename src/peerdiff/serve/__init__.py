@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
-from peerdiff import methods, stages
+from peerdiff import __version__, methods, stages
 from peerdiff.backends import Backends
 from peerdiff.backends.base import GenParams
 from peerdiff.config import RunConfig
@@ -217,20 +217,96 @@ class Service:
 MAX_BODY_BYTES = 1_000_000
 
 
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413, counted on the bytes
+    actually received (a chunked body has no Content-Length to check), before the app parses
+    anything. Bodies within the limit are handed on unchanged."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and v.isdigit() and int(v) > self.max_bytes:
+                await self._reject(send)
+                return
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(body)
+            more = msg.get("more_body", False)
+        body, handed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal handed
+            if not handed:
+                handed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send) -> None:
+        detail = f'{{"detail": "request body over {self.max_bytes} bytes"}}'.encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": detail})
+
+
+def context_length(engine) -> int | None:
+    """The engine model's context window in tokens, when it says."""
+    cfg = getattr(getattr(engine, "model", None), "config", None)
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(engine, "max_model_len", None)
+    return int(n) if n else None
+
+
+def _excerpt(value: Any, limit: int = 80) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit] + f"... ({len(r)} characters)"
+
+
 def create_app(
-    service: Service, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    service: Service,
+    api_key: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_prompt_tokens: int | None = None,
 ) -> FastAPI:
     """The FastAPI app over a :class:`Service`.
 
     Args:
         api_key: when set, every route but ``/health`` needs ``Authorization: Bearer <key>``
             (401 otherwise).
-        max_body_bytes: larger request bodies get 413 before they are read. Within a body,
-            the request schemas cap each field (messages: 64 of 32,000 characters; reviews:
-            200 history entries of 20,000 characters; tokens: 2,048 chat / 512 review).
+        max_body_bytes: larger request bodies get 413 (counted on the bytes received, so a
+            chunked body cannot pass). Within a body, the request schemas cap each field
+            (messages: 64 of 32,000 characters; reviews: 200 history entries of 20,000
+            characters; tokens: 2,048 chat / 512 review).
+        max_prompt_tokens: a chat whose prompt is longer gets 400 before it reaches the
+            worker (default: the model's context window); a budget that would run past the
+            context is shortened to fit. Validation errors quote at most a short excerpt of
+            the input.
     """
+    import copy
     import hmac
 
+    from fastapi.exceptions import RequestValidationError
+
+    from peerdiff.backends.base import plain_text
     from peerdiff.methods.prompts import strip_prefix
 
     worker, model_name = service.worker, service.cfg.llm.model
@@ -240,8 +316,35 @@ def create_app(
         yield
         worker.close()
 
-    app = FastAPI(title="peerdiff", version="0.2.0", lifespan=lifespan)
+    app = FastAPI(title="peerdiff", version=__version__, lifespan=lifespan)
     app.state.worker = worker
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    context = context_length(service.engine)
+    prompt_cap = (
+        min(x for x in (max_prompt_tokens, context) if x)
+        if (max_prompt_tokens or context)
+        else None
+    )
+    counter = copy.deepcopy(service.engine.tokenizer)  # used on the event loop only
+
+    def prompt_tokens(conv: list[dict]) -> int:
+        text = counter.apply_chat_template(
+            plain_text(conv, counter), tokenize=False, add_generation_prompt=True
+        )
+        return len(counter(text, add_special_tokens=False)["input_ids"])
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": list(err.get("loc", ())),
+                "msg": err.get("msg", ""),
+                "type": err.get("type", ""),
+                **({"input": _excerpt(err["input"])} if "input" in err else {}),
+            }
+            for err in e.errors()[:20]
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -255,12 +358,6 @@ def create_app(
                     },
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > max_body_bytes:
-            return JSONResponse(
-                status_code=413,
-                content={"detail": f"request body over {max_body_bytes} bytes"},
-            )
         return await call_next(request)
 
     app.state.service = service
@@ -291,15 +388,28 @@ def create_app(
     async def chat(req: ChatRequest) -> dict[str, Any]:
         if req.stream:
             raise HTTPException(400, "stream=true is not supported; send stream=false")
+        conv = [m.model_dump() for m in req.messages]
+        budget = req.max_completion_tokens or req.max_tokens or 256
+        if prompt_cap is not None:
+            n = prompt_tokens(conv)
+            if n > prompt_cap:
+                raise HTTPException(
+                    400,
+                    f"the prompt is {n} tokens; this service takes at most {prompt_cap} "
+                    "(the model's context or --max-prompt-tokens)",
+                )
+            if context is not None:
+                if n >= context:
+                    raise HTTPException(400, f"the prompt fills the {context}-token context")
+                budget = min(budget, context - n)
         params = GenParams(
-            max_new_tokens=req.max_completion_tokens or req.max_tokens or 256,
+            max_new_tokens=budget,
             do_sample=req.temperature > 0,
             temperature=max(req.temperature, 1e-5),
             top_p=req.top_p,
             repetition_penalty=req.repetition_penalty,
             seed=req.seed or 0,
         )
-        conv = [m.model_dump() for m in req.messages]
         r: ChatResult = await asyncio.wrap_future(worker.submit_chat(conv, params))
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -356,6 +466,7 @@ def serve(
     port: int = 8000,
     max_batch: int = 16,
     api_key: str | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> None:
     """Build the service, then run it until interrupted."""
     import sys
@@ -365,5 +476,7 @@ def serve(
     warning = bind_warning(host, api_key)
     if warning:
         print(warning, file=sys.stderr)
-    app = create_app(Service(cfg, max_batch=max_batch), api_key=api_key)
+    app = create_app(
+        Service(cfg, max_batch=max_batch), api_key=api_key, max_prompt_tokens=max_prompt_tokens
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
