@@ -319,6 +319,8 @@ def test_api_key_guards_every_route_but_health(tiny_lm, synthetic_root, tmp_path
         ok = {"Authorization": "Bearer s3cret"}
         assert c.post("/v1/chat/completions", json=body, headers=ok).status_code == 200
         assert c.get("/v1/models", headers=ok).status_code == 200
+        assert c.get("/v1/models", headers={"Authorization": "bearer s3cret"}).status_code == 200
+        assert c.get("/v1/models", headers={"Authorization": "Basic s3cret"}).status_code == 401
         big = {**body, "messages": [{"role": "user", "content": "x" * 5000}]}
         assert c.post("/v1/chat/completions", json=big, headers=ok).status_code == 413
 

@@ -34,3 +34,17 @@ def test_stage_is_done_only_with_its_key_and_all_outputs(tmp_path):
     assert not st.is_done("k")
     st.invalidate()
     assert st.manifest() is None
+
+
+def test_atomic_files_follow_the_umask(tmp_path):
+    """Issue 25, item 12: stage files were 0600 (mkstemp's mode) while Parquet files were
+    0644; every file now gets what the umask gives a new file."""
+    import os
+
+    from peerdiff.stage import _FILE_MODE, atomic_path
+
+    with atomic_path(tmp_path / "f.json") as tmp:
+        tmp.write_text("{}")
+    open(tmp_path / "plain", "w").close()
+    mode = os.stat(tmp_path / "f.json").st_mode & 0o777
+    assert mode == _FILE_MODE == os.stat(tmp_path / "plain").st_mode & 0o777

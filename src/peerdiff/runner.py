@@ -148,6 +148,11 @@ def print_stats(stats: dict[str, Any]) -> None:
         )
         for reason, n in stats.get("dropped_reviews", {}).items():
             t.add_row(f"dropped: {reason}", str(n))
+    for what, read in (stats.get("read") or {}).items():  # lines skipped as bad on reading
+        for reason, n in (read.get("skipped") or {}).items():
+            t.add_row(f"skipped {what} lines: {reason}", str(n))
+        for example in (read.get("examples") or [])[:3]:
+            t.add_row("  e.g.", example)
     console.print(t)
 
 

@@ -81,6 +81,8 @@ def prepare(data: DataConfig, run_dir: Path, seed: int = 0, force: bool = False)
     )
     if force or not raw.is_done(raw_key):
         raw.dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*raw.dir.glob(".*.tmp"), *raw.dir.glob("*.columnar")]:  # a killed ingest
+            stale.unlink(missing_ok=True)
         read_stats: dict[str, Any] = {}
         with tqdm(unit=" lines", unit_scale=True, desc=f"read {reviews.name}") as bar:
             with _tmp_file(raw.path("reviews.parquet")) as tmp:

@@ -349,8 +349,9 @@ def create_app(
     @app.middleware("http")
     async def guard(request: Request, call_next):
         if api_key and request.url.path != "/health":
-            sent = request.headers.get("authorization", "")
-            if not hmac.compare_digest(sent.encode(), f"Bearer {api_key}".encode()):
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            ok = scheme.lower() == "bearer"  # the scheme is case-insensitive (RFC 7235)
+            if not (hmac.compare_digest(token.strip().encode(), api_key.encode()) and ok):
                 return JSONResponse(
                     status_code=401,
                     content={
