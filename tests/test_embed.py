@@ -13,6 +13,12 @@ def test_encoder_normalised_and_order_independent(tiny_encoder_dir):
     single = np.stack([enc.encode([t])[0] for t in texts])
     np.testing.assert_array_equal(v, single)
     np.testing.assert_array_equal(enc.encode(texts[::-1] + ["more", "texts"])[:3][::-1], v)
+    # the GPU path: equal-length texts in fixed groups of rows, filled up with copies
+    enc.rows = 4
+    many = texts + ["a good album", "bad songs", "i love it", "great music", "nice tune"]
+    grouped = enc.encode(many)
+    np.testing.assert_array_equal(enc.encode(many[3:])[: len(many) - 3], grouped[3:])
+    np.testing.assert_allclose(grouped[:3], v, atol=1e-5)
 
 
 def test_cache_reuses_vectors_and_survives_reload(tiny_encoder_dir, tmp_path):

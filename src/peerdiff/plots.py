@@ -116,7 +116,7 @@ def plot_gains(report: dict[str, Any], path: Path) -> None:
             hi = np.array([r["ci"][1] for r in rows])
             ax.errorbar(x, d, yerr=[d - lo, hi - d], fmt="o", capsize=3, label=m)
         ax.axhline(0, color="grey", lw=0.8)
-        ns = {tuple(r["bucket"]): r["n"] for r in g["rows"]}
+        ns = {tuple(b): n for b, n in zip(g["buckets"], g.get("counts", []))}
         ax.set_xticks(
             range(len(labels)),
             [f"{lab}\n(n={ns.get(tuple(b), 0)})" for lab, b in zip(labels, g["buckets"])],

@@ -215,7 +215,13 @@ def gains_by_profile(
             )
     if not rows:
         return None
-    return {"reference": reference, "buckets": [list(b) for b in buckets], "rows": rows}
+    counts = [int(((ref_len >= lo) & (ref_len <= hi)).sum()) for lo, hi in buckets]
+    return {
+        "reference": reference,
+        "buckets": [list(b) for b in buckets],
+        "counts": counts,  # the reference's samples per bucket (a row's n may be fewer)
+        "rows": rows,
+    }
 
 
 def _rank_marks(values: list[float], lower_is_better: bool = False) -> list[str]:
@@ -323,7 +329,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         if g:
             labels = [f"{lo}-{hi}" if lo != hi else f"{lo}" for lo, hi in g["buckets"]]
             cells: dict[str, dict[str, str]] = {}
-            ns: dict[str, int] = {}
+            ns = dict(zip(labels, g.get("counts", [])))
             for r in g["rows"]:
                 lab = labels[g["buckets"].index(r["bucket"])] if r["bucket"] in g["buckets"] else ""
                 lo, hi = r["ci"]
@@ -331,7 +337,6 @@ def to_markdown(report: dict[str, Any]) -> str:
                 cells.setdefault(r["method"], {})[lab] = (
                     f"{r['diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]{sig}"
                 )
-                ns[lab] = r["n"]
             lines += [
                 f"Who gains: target NLL of each method minus `{g['reference']}` by the user's "
                 "number of earlier reviews (profile length; quartile buckets of this split), "

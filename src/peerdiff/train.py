@@ -15,6 +15,7 @@ the validation score, ``state.json``) and :meth:`~Trainer.select` (the best epoc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -134,9 +135,12 @@ class Trainer:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The batch's loss and its parts; under bfloat16 autocast with
         ``train.precision=bfloat16`` (parameters and gradients stay float32)."""
-        with torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bfloat16"
-        ):
+        amp = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if self.cfg.precision == "bfloat16"
+            else contextlib.nullcontext()
+        )
+        with amp:
             soft, aux = (model or self.adapter)(feats)
             embeds = self.injector(batch["input_ids"], soft)
             split = (

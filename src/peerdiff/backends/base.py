@@ -120,23 +120,34 @@ _PLACEHOLDER = re.compile(r"\[[A-Z]+_TOKEN_\d+\]")
 _ZWSP = "\u200b"
 
 
-def _control_tokens(tokenizer) -> re.Pattern | None:
-    """A pattern of the tokenizer's special tokens other than soft-prompt placeholders."""
+def _control_tokens(tokenizer, placeholders: bool) -> re.Pattern | None:
+    """A pattern of the tokenizer's special tokens (soft-prompt placeholders excluded when
+    ``placeholders`` keeps them)."""
     added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
     names = {t.content for t in added.values() if getattr(t, "special", False)}
     names |= set(getattr(tokenizer, "all_special_tokens", []) or [])
     names = sorted(
-        (n for n in names if len(n) > 1 and not _PLACEHOLDER.fullmatch(n)), key=len, reverse=True
+        (n for n in names if len(n) > 1 and not (placeholders and _PLACEHOLDER.fullmatch(n))),
+        key=len,
+        reverse=True,
     )
     return re.compile("|".join(map(re.escape, names))) if names else None
 
 
-def plain_text(conversation: list[Message], tokenizer) -> list[Message]:
+def plain_text(conversation: list[Message], tokenizer, placeholders: bool = False) -> list[Message]:
     """``conversation`` with every control-token string inside a message (``<|im_end|>``,
     ``<|im_start|>``, ``</s>``...) broken by a zero-width space, so that text from reviews or
     requests is tokenized as text and can never close a turn or open a system message.
-    Soft-prompt placeholders stay whole. Messages without such strings are unchanged."""
-    pat = _control_tokens(tokenizer)
+
+    Args:
+        placeholders: keep soft-prompt placeholders (``[HIS_TOKEN_0]``...) whole: only for a
+            soft-prompt method's own prompts. Elsewhere they are text too (a chat with one
+            would reach the embedding table with an id it does not have). In a soft prompt,
+            the same string inside review data also gets the soft vector: the placeholder
+            syntax is reserved.
+
+    Messages without such strings are returned unchanged."""
+    pat = _control_tokens(tokenizer, placeholders)
     if pat is None:
         return conversation
     out = []

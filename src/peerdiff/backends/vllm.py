@@ -82,13 +82,20 @@ class VLLMBackend(ChatBackend):
     def device(self) -> torch.device:
         return torch.device("cpu")  # soft tokens are built on the CPU and handed over
 
-    def render(self, conversation: list[Message]) -> str:
+    def render(self, conversation: list[Message], placeholders: bool = False) -> str:
+        """The prompt string the model sees (chat template with the generation prompt);
+        control tokens inside messages are text (:func:`~peerdiff.backends.base.plain_text`),
+        soft-prompt placeholders too unless ``placeholders``."""
         return self.tokenizer.apply_chat_template(
-            plain_text(conversation, self.tokenizer), tokenize=False, add_generation_prompt=True
+            plain_text(conversation, self.tokenizer, placeholders),
+            tokenize=False,
+            add_generation_prompt=True,
         )
 
-    def encode(self, conversation: list[Message]) -> list[int]:
-        return self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"]
+    def encode(self, conversation: list[Message], placeholders: bool = False) -> list[int]:
+        """Token ids of :meth:`render` (``placeholders``: a soft-prompt method's prompt)."""
+        text = self.render(conversation, placeholders)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     @staticmethod
     def batch_key(params: GenParams) -> None:

@@ -142,17 +142,20 @@ def _require_samples(stats: dict, reviews: Path, data: DataConfig) -> None:
         if skipped:
             why += f" ({skipped} lines skipped as bad under data.on_bad_line=skip)"
         raise DataError(why + "; check data.reviews and data.source")
-    left, last = n, None
-    for reason, count in stats.get("dropped_reviews", {}).items():
-        if count and left > 0:
-            left -= count
-            last = reason
     drops = ", ".join(f"{k}: {v}" for k, v in stats.get("dropped_reviews", {}).items())
+    where = ""
+    if not stats.get("reviews"):  # every review was dropped: name the filter that took the last
+        left, last = n, None
+        for reason, count in stats.get("dropped_reviews", {}).items():
+            if count and left > 0:
+                left -= count
+                last = reason
+        where = f"; the last reviews went at {last!r}"
+    preset = getattr(data.preset, "value", data.preset)
     raise DataError(
         f"{reviews}: the protocol's filters left {stats.get('users', 0)} users and "
-        f"{samples.get('test', 0)} test samples out of {n} reviews (dropped: {drops or 'none'}); "
-        f"the last reviews went at {last!r}. Relax data.protocol.* or pick a smaller "
-        f"data.preset (now {data.preset.value if hasattr(data.preset, 'value') else data.preset})"
+        f"{samples.get('test', 0)} test samples out of {n} reviews (dropped: {drops or 'none'})"
+        f"{where}. Relax data.protocol.* or pick a smaller data.preset (now {preset})"
     )
 
 

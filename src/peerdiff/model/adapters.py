@@ -371,9 +371,10 @@ def save_adapter(adapter: Adapter, directory: str | Path) -> None:
 
 
 def load_adapter(directory: str | Path, device: str | torch.device = "cpu") -> Adapter:
-    """Load an adapter saved by :func:`save_adapter`."""
+    """Load an adapter saved by :func:`save_adapter`, in inference mode (``.train()`` to
+    train it further: feature dropout acts only in training)."""
     d = Path(directory)
     cfg = AdapterConfig(**json.loads((d / CONFIG_NAME).read_text()))
     adapter = build_adapter(cfg)
     adapter.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=True)
-    return adapter.to(device)
+    return adapter.to(device).eval()

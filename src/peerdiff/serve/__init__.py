@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import Future
@@ -33,7 +34,7 @@ from peerdiff.backends import Backends
 from peerdiff.backends.base import GenParams
 from peerdiff.config import RunConfig
 from peerdiff.data.schema import Item, Review, Sample
-from peerdiff.errors import DependencyError, MissingStageError, UnknownUserError
+from peerdiff.errors import ConfigError, DependencyError, MissingStageError, UnknownUserError
 from peerdiff.serve.worker import CallJob, ChatJob, ChatResult, GenerationWorker
 
 __all__ = [
@@ -206,7 +207,7 @@ class Service:
 
         e = self.soft[name]
         P = e.method.prompts([sample], self.context(name, ext))
-        ids = [self.engine.encode(P.conversations[0])]
+        ids = [self.engine.encode(P.conversations[0], True)]
         gen = soft_generate_fn(self.engine, e.injector, e.adapter, ids, P.features, params, "serve")
         return ChatResult(gen([0])[0], len(ids[0]))
 
@@ -325,13 +326,18 @@ def create_app(
         if (max_prompt_tokens or context)
         else None
     )
-    counter = copy.deepcopy(service.engine.tokenizer)  # used on the event loop only
+    if max_prompt_tokens is not None and max_prompt_tokens <= 0:
+        raise ConfigError(f"--max-prompt-tokens must be > 0, got {max_prompt_tokens}")
+    counter = copy.deepcopy(service.engine.tokenizer)  # the worker's stays the worker's
+    counting = threading.Lock()  # one tokenizer, one caller at a time
 
     def prompt_tokens(conv: list[dict]) -> int:
-        text = counter.apply_chat_template(
-            plain_text(conv, counter), tokenize=False, add_generation_prompt=True
-        )
-        return len(counter(text, add_special_tokens=False)["input_ids"])
+        """Prompt length as the worker will encode it (run off the event loop)."""
+        with counting:
+            text = counter.apply_chat_template(
+                plain_text(conv, counter), tokenize=False, add_generation_prompt=True
+            )
+            return len(counter(text, add_special_tokens=False)["input_ids"])
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -392,7 +398,12 @@ def create_app(
         conv = [m.model_dump() for m in req.messages]
         budget = req.max_completion_tokens or req.max_tokens or 256
         if prompt_cap is not None:
-            n = prompt_tokens(conv)
+            from starlette.concurrency import run_in_threadpool
+
+            try:
+                n = await run_in_threadpool(prompt_tokens, conv)
+            except Exception as e:  # the model's chat template refuses this conversation
+                raise HTTPException(400, f"the conversation cannot be templated: {e}") from None
             if n > prompt_cap:
                 raise HTTPException(
                     400,

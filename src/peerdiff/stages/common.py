@@ -17,9 +17,10 @@ from peerdiff.stage import Stage, fingerprint
 from peerdiff.stages.data import Data
 
 # Bump when a stage's computation changes, so old results recompute.
-DECODE_FORMAT = "decode-v4"  # v4: repetition penalty scope (generated tokens by default)
-SOFT_FORMAT = "soft-v4"  # v4: init, feature statistics, decay groups, NLL selection
-NLL_FORMAT = "nll-v1"
+# v5 / soft-v5 / nll-v2: control-token strings in prompt text and targets are plain text
+DECODE_FORMAT = "decode-v5"
+SOFT_FORMAT = "soft-v5"
+NLL_FORMAT = "nll-v2"
 PROBE_FORMAT = "probe-v1"
 
 
@@ -70,8 +71,10 @@ def token_counter(backend: Any):
 
 
 def target_ids(tokenizer, text: str, n: int) -> list[int]:
-    """A target review's tokens cut at ``n`` (EOS appended only if it fits)."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    """A target review's tokens cut at ``n`` (EOS appended only if it fits). Special-token
+    strings inside the review are text (a review with ``<|im_end|>`` must not teach or score
+    an end of turn)."""
+    ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     return ids[:n] if len(ids) >= n else ids + [tokenizer.eos_token_id]
 
 

@@ -78,7 +78,7 @@ def generate(
     sums: dict[int, float] = {}
     targets: list[list[int]] = []
     if spec.soft or scored:
-        ids = [generator.encode(c) for c in P.conversations]
+        ids = [generator.encode(c, spec.soft) for c in P.conversations]
     if scored:
         n = cfg.evaluate.nll_target_tokens
         targets = [target_ids(generator.tokenizer, data.bench.texts[s.target], n) for s in items]
@@ -209,7 +209,7 @@ def likelihood(
     t0 = time.time()
     n = cfg.evaluate.nll_target_tokens
     P = method_prompts(cfg, name, split, items, data, backends, scorer)
-    prompts = [scorer.encode(c) for c in P.conversations]
+    prompts = [scorer.encode(c, spec.soft) for c in P.conversations]
     targets = [target_ids(scorer.tokenizer, data.bench.texts[s.target], n) for s in items]
     kw: dict[str, Any] = {}
     if spec.soft:
@@ -390,7 +390,7 @@ def probe(
     inj = injector(m, backends)
     ctx = data.context(cfg, spec.needs, lambda t: 0)
     P = m.prompts(items, ctx)
-    prompts = [be.encode(c) for c in P.conversations]
+    prompts = [be.encode(c, True) for c in P.conversations]
     targets = [target_ids(be.tokenizer, data.bench.texts[s.target], n) for s in items]
     filled = P.features["mask"].sum(1)
     donors = pick_donors([s.user_id for s in items], filled, cfg.probe.donors, cfg.seed)

@@ -119,7 +119,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
     P = m.prompts(items, ctx)
     n = cfg.train.max_target_tokens
     examples = [
-        Example(be.encode(c), target_ids(be.tokenizer, data.bench.texts[s.target], n))
+        Example(be.encode(c, True), target_ids(be.tokenizer, data.bench.texts[s.target], n))
         for s, c in zip(items, P.conversations)
     ]
     torch.manual_seed(cfg.seed)
@@ -182,7 +182,7 @@ def _validator(cfg: RunConfig, m, val: list[Sample], ctx, be, inj, data: Data):
     from peerdiff.probe import target_nll
 
     P = m.prompts(val, ctx)
-    prompts = [be.encode(c) for c in P.conversations]
+    prompts = [be.encode(c, True) for c in P.conversations]
     if cfg.train.select_by == "nll":
         targets = [
             target_ids(be.tokenizer, data.bench.texts[s.target], cfg.train.max_target_tokens)
