@@ -132,6 +132,7 @@ MEDIUM: dict[str, list[str]] = {
     "res-lr1e-4": ["dep.lr=1e-4", "constant.lr=1e-4"],
     "res-3ep": ["train.epochs=3"],
     "res-seed1": ["seed=1"],
+    "res-drop0.1-seed1": ["dep.feature_dropout=0.1", "seed=1"],
 }
 ROUNDS = {
     "quick": ("configs/quick.yaml", COMMON, SETTINGS),
