@@ -208,9 +208,12 @@ def run_predictions(
     chunk: int = 32,
     postprocess: Callable[[str], str] = final_text,
     inputs: Sequence[str] | None = None,
+    scores: Callable[[int], dict] | None = None,
 ) -> list[dict]:
     """One prediction per sample (``{sample_id, split, method, ..., text, raw}``), resumable.
-    ``inputs``: see :func:`cached_generate`."""
+    ``inputs``: see :func:`cached_generate`; ``scores``: index -> fields computed with the
+    generation (the target NLL of the same prefill), stored in the line so that a resumed
+    run keeps them."""
     return cached_generate(
         [s.sample_id for s in samples],
         conversations,
@@ -218,7 +221,11 @@ def run_predictions(
         out_path,
         gen_key,
         chunk,
-        extra=lambda n: {"split": samples[n].split, "method": method},
+        extra=lambda n: {
+            "split": samples[n].split,
+            "method": method,
+            **(scores(n) if scores else {}),
+        },
         postprocess=postprocess,
         inputs=inputs,
     )

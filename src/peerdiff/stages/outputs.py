@@ -111,8 +111,12 @@ def generate(
         gen_key,
         resumable_chunk(generator),
         inputs=row_digests(adapter.key(), P.features) if spec.soft else None,
+        # each line keeps its prefill's NLL sum: a resumed run writes the same NLL stage
+        scores=(lambda i: {"nll_sum": float(sums[i]), "nll_key": nll[1]}) if scored else None,
     )
-    scored = scored and len(sums) == len(items)  # a resumed run scores its remainder apart
+    if scored:  # lines kept from an interrupted run bring their sums; others: apart
+        kept = [r.get("nll_sum") if r.get("nll_key") == nll[1] else None for r in recs]
+        scored = all(s is not None for s in kept)
     if scored:
         nll_stage, nll_key, _ = nll
         _write_nll(
@@ -121,7 +125,7 @@ def generate(
             name,
             split,
             items,
-            np.array([sums[i] for i in range(len(items))]),
+            np.array(kept, dtype=np.float64),
             np.array([len(t) for t in targets], dtype=np.int64),
             ids,
             n,
