@@ -196,7 +196,7 @@ def run_setting(name: str, overrides: list[str], args, local) -> dict:
         "best_epoch": man["state"]["best_epoch"],
         "nll": float(own_nll.mean()),
     }
-    for split in ("train", "test"):
+    for split in () if args.no_probe else ("train", "test"):
         row[f"probe_{split}"] = read_json(
             stages.probe(cfg, method, split, data, backends, adapter).path("summary.json")
         )
@@ -235,7 +235,7 @@ def write_table(rows: list[dict], out: Path, round_: str = "quick") -> None:
                 f"{r['nll']:.4f}",
                 fmt_ci(r.get("probe_train"), "delta"),
                 fmt_ci(r.get("probe_test"), "delta"),
-                f"{r['probe_test']['own_best_share']:.0%}",
+                f"{r['probe_test']['own_best_share']:.0%}" if r.get("probe_test") else "",
                 fmt_ci(r.get("vs_constant")),
                 fmt_ci(r.get("vs_dep-mean")),
                 "" if r.get("meteor") is None else f"{r['meteor']:.4f}",
@@ -279,6 +279,7 @@ def main() -> int:
     p.add_argument("--controls", action="store_true", help="also constant and dep-mean")
     p.add_argument("--generate", action="store_true", help="also generation and METEOR")
     p.add_argument("--redo", action="store_true", help="re-run finished settings")
+    p.add_argument("--no-probe", action="store_true", help="skip the swap probes (NLL only)")
     args = p.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

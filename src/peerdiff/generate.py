@@ -155,6 +155,8 @@ def cached_generate(
         Records (``sample_id``, ``prompt_hash``, ``gen_key``, ``raw``, ...) in ``ids`` order.
     """
     path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a rewrite killed half-way
+        stale.unlink(missing_ok=True)
     hashes = [
         prompt_hash(c, None if inputs is None else inputs[n]) for n, c in enumerate(conversations)
     ]

@@ -32,7 +32,7 @@ def _require(path: Path | None, what: str, data: DataConfig) -> Path:
             f"{what} file not found: {path}. Set data.root (or the PEERDIFF_DATA environment "
             f"variable; now {data.root!r}) or give an absolute path in data.{what}."
         )
-    if path.is_dir() and data.source != Source.lamp:
+    if path.is_dir() and data.source not in (Source.lamp, Source.dpl):  # those read folders
         raise DataError(
             f"data.{what}: {path} is a directory; give the {what} file inside it "
             f"(e.g. {next((p.name for p in sorted(path.glob('*.json*'))), 'reviews.jsonl.gz')})"
