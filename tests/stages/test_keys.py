@@ -92,6 +92,9 @@ def test_the_graph_ran(graph):
         "generate.batch_size=2",
         "evaluate.bootstrap=50",
         "name=renamed",
+        # issue 25, item 12: a prompt setting no method of the run reads (Non-Perso, the
+        # constant's token line and DEP clip past reviews by dep.max_review_chars)
+        "prompt.max_review_chars=150",
     ],
 )
 def test_irrelevant_changes_recompute_nothing(graph, override):

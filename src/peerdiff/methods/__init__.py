@@ -57,6 +57,16 @@ def _prompt(cfg: RunConfig) -> dict[str, Any]:
     return {"prompt": asdict(cfg.prompt)}
 
 
+# what the Non-Perso prompt (and the token line of the soft methods on top of it) reads
+_ITEM_PROMPT = ("max_desc_chars", "style")
+
+
+def _item_prompt(cfg: RunConfig) -> dict[str, Any]:
+    """The prompt settings of a method whose prompt is the Non-Perso one (+ a token line):
+    a setting it never reads (past reviews' length, the token budget) keeps its key."""
+    return {"prompt": {k: getattr(cfg.prompt, k) for k in _ITEM_PROMPT}}
+
+
 def _section(cfg: RunConfig, name: str) -> dict[str, Any]:
     """A soft method's section without ``lr``: the train key holds the effective rate."""
     d = asdict(getattr(cfg, name))
@@ -69,7 +79,10 @@ def _dep_settings(cfg: RunConfig) -> dict[str, Any]:
     if d["layout"] == "tokens":  # text-layout settings do not reach the prompt
         for k in ("text_reviews", "max_review_chars", "compact", "max_prompt_tokens"):
             d.pop(k)
-    return {**_prompt(cfg), "dep": d, "slots": cfg.contrast.max_slots}
+        return {**_item_prompt(cfg), "dep": d, "slots": cfg.contrast.max_slots}
+    prompt = _prompt(cfg)
+    prompt["prompt"].pop("max_review_chars")  # the text layout clips by dep.max_review_chars
+    return {**prompt, "dep": d, "slots": cfg.contrast.max_slots}
 
 
 def _pipeline_settings(cfg: RunConfig) -> dict[str, Any]:
@@ -83,7 +96,7 @@ def _register(spec: Spec) -> None:
     _REGISTRY[spec.name] = spec
 
 
-_register(Spec("nonperso", _nonperso, _prompt, summary="the item, rating and title only"))
+_register(Spec("nonperso", _nonperso, _item_prompt, summary="the item, rating and title only"))
 _register(
     Spec(
         "rag",
@@ -144,7 +157,7 @@ _register(
     Spec(
         "pplug",
         _soft("pplug", "pplug"),
-        lambda c: {**_prompt(c), "pplug": _section(c, "pplug")},
+        lambda c: {**_item_prompt(c), "pplug": _section(c, "pplug")},
         frozenset({"vectors", "adapter", "known_user"}),
         summary="one persona token from attention over history vectors",
     )
@@ -154,7 +167,7 @@ _register(
         "constant",
         _soft("constant", "constant"),
         lambda c: {
-            **_prompt(c),
+            **_item_prompt(c),
             "constant": _section(c, "constant"),
             "tokens": c.constant.tokens or 2 * c.contrast.max_slots,
         },
