@@ -130,3 +130,34 @@ def test_no_logging_by_default(tiny_lm, tmp_path):
     parts = setup(tiny_lm)
     trainer(parts, tmp_path, epochs=1).fit(parts[5], parts[4])
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_tensorboard_has_each_step_once_after_a_resume(tiny_lm, tmp_path):
+    """Issue 25, item 12: curves after a resume repeated the killed epoch's steps."""
+    pytest.importorskip("tensorboard")
+    from dataclasses import replace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    parts = setup(tiny_lm)
+    _, _, _, _, feats, ex = parts
+    calls = []
+
+    def dies_in_epoch_2(adapter) -> float:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return 0.5
+
+    t = trainer(parts, tmp_path)
+    t.cfg = replace(t.cfg, log_to=["tensorboard"])
+    with pytest.raises(KeyboardInterrupt):
+        t.fit(ex, feats, dies_in_epoch_2)
+    t = trainer(parts, tmp_path)
+    t.cfg = replace(t.cfg, log_to=["tensorboard"])
+    t.fit(ex, feats, lambda adapter: 0.5)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 3 * 4, steps
+    assert [e.step for e in acc.Scalars("epoch/val_score")] == [4, 8, 12]
