@@ -134,6 +134,23 @@ def _control_tokens(tokenizer, placeholders: bool) -> re.Pattern | None:
     return re.compile("|".join(map(re.escape, names))) if names else None
 
 
+def render_prompt(tokenizer, conversation: list[Message], placeholders: bool = False) -> str:
+    """The prompt string a chat model sees: its chat template with the generation prompt,
+    control tokens inside messages as text (:func:`plain_text`), soft-prompt placeholders
+    too unless ``placeholders``."""
+    return tokenizer.apply_chat_template(
+        plain_text(conversation, tokenizer, placeholders),
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+
+
+def encode_prompt(tokenizer, conversation: list[Message], placeholders: bool = False) -> list[int]:
+    """Token ids of :func:`render_prompt`."""
+    text = render_prompt(tokenizer, conversation, placeholders)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def plain_text(conversation: list[Message], tokenizer, placeholders: bool = False) -> list[Message]:
     """``conversation`` with every control-token string inside a message (``<|im_end|>``,
     ``<|im_start|>``, ``</s>``...) broken by a zero-width space, so that text from reviews or

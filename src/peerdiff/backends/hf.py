@@ -19,8 +19,9 @@ from peerdiff.backends.base import (
     Completion,
     GenParams,
     Message,
+    encode_prompt,
     per_row,
-    plain_text,
+    render_prompt,
     sampling_key,
 )
 from peerdiff.model.inject import Injector
@@ -87,19 +88,12 @@ class HFBackend:
         return next(self.model.parameters()).device
 
     def render(self, conversation: list[Message], placeholders: bool = False) -> str:
-        """The prompt string the model sees (chat template with the generation prompt);
-        control tokens inside messages are text (:func:`~peerdiff.backends.base.plain_text`),
-        soft-prompt placeholders too unless ``placeholders``."""
-        return self.tokenizer.apply_chat_template(
-            plain_text(conversation, self.tokenizer, placeholders),
-            tokenize=False,
-            add_generation_prompt=True,
-        )
+        """:func:`~peerdiff.backends.base.render_prompt` with this model's tokenizer."""
+        return render_prompt(self.tokenizer, conversation, placeholders)
 
     def encode(self, conversation: list[Message], placeholders: bool = False) -> list[int]:
         """Token ids of :meth:`render` (``placeholders``: a soft-prompt method's prompt)."""
-        text = self.render(conversation, placeholders)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, conversation, placeholders)
 
     def chat(
         self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"

@@ -24,8 +24,9 @@ from peerdiff.backends.base import (
     Completion,
     GenParams,
     Message,
+    encode_prompt,
     per_row,
-    plain_text,
+    render_prompt,
 )
 from peerdiff.errors import DependencyError
 
@@ -95,19 +96,12 @@ class VLLMBackend(ChatBackend):
         return torch.device("cpu")  # soft tokens are built on the CPU and handed over
 
     def render(self, conversation: list[Message], placeholders: bool = False) -> str:
-        """The prompt string the model sees (chat template with the generation prompt);
-        control tokens inside messages are text (:func:`~peerdiff.backends.base.plain_text`),
-        soft-prompt placeholders too unless ``placeholders``."""
-        return self.tokenizer.apply_chat_template(
-            plain_text(conversation, self.tokenizer, placeholders),
-            tokenize=False,
-            add_generation_prompt=True,
-        )
+        """:func:`~peerdiff.backends.base.render_prompt` with this model's tokenizer."""
+        return render_prompt(self.tokenizer, conversation, placeholders)
 
     def encode(self, conversation: list[Message], placeholders: bool = False) -> list[int]:
         """Token ids of :meth:`render` (``placeholders``: a soft-prompt method's prompt)."""
-        text = self.render(conversation, placeholders)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, conversation, placeholders)
 
     @staticmethod
     def batch_key(params: GenParams) -> None:

@@ -307,7 +307,7 @@ def create_app(
 
     from fastapi.exceptions import RequestValidationError
 
-    from peerdiff.backends.base import plain_text
+    from peerdiff.backends.base import encode_prompt
     from peerdiff.methods.prompts import strip_prefix
 
     worker, model_name = service.worker, service.cfg.llm.model
@@ -334,10 +334,7 @@ def create_app(
     def prompt_tokens(conv: list[dict]) -> int:
         """Prompt length as the worker will encode it (run off the event loop)."""
         with counting:
-            text = counter.apply_chat_template(
-                plain_text(conv, counter), tokenize=False, add_generation_prompt=True
-            )
-            return len(counter(text, add_special_tokens=False)["input_ids"])
+            return len(encode_prompt(counter, conv))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
