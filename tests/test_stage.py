@@ -1,6 +1,10 @@
 """Atomic files, manifests and fingerprints."""
 
+import os
+
 import pytest
+
+import peerdiff.stage as stage_mod
 
 from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_json
 
@@ -48,3 +52,23 @@ def test_atomic_files_follow_the_umask(tmp_path):
     open(tmp_path / "plain", "w").close()
     mode = os.stat(tmp_path / "f.json").st_mode & 0o777
     assert mode == _FILE_MODE == os.stat(tmp_path / "plain").st_mode & 0o777
+
+
+def test_finish_removes_temps_a_killed_run_left_but_not_a_live_writers(tmp_path):
+    st = Stage(tmp_path, "nll")
+    st.dir.mkdir()
+    (st.dir / "sub").mkdir()
+    stale = [st.dir / ".nll.parquet.abc123.tmp", st.dir / "sub" / ".x.json.def.tmp"]
+    for p in stale:
+        p.write_bytes(b"half")
+        os.utime(p, (stage_mod._STARTED - 60, stage_mod._STARTED - 60))
+    stale_dir = st.dir / ".best.tmp"
+    stale_dir.mkdir()
+    os.utime(stale_dir, (stage_mod._STARTED - 60, stage_mod._STARTED - 60))
+    live = st.dir / ".nll.parquet.live.tmp"  # written after this process started
+    live.write_bytes(b"in progress")
+    with atomic_path(st.path("nll.parquet")) as tmp:
+        tmp.write_bytes(b"done")
+    st.finish("k", {}, ["nll.parquet"])
+    assert not any(p.exists() for p in [*stale, stale_dir])
+    assert live.exists() and st.is_done("k")

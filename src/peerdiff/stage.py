@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -54,6 +55,26 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
+_STARTED = time.time()  # temp files older than this process belong to a run that was killed
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete the temp files (``.*.tmp``, files or folders) that a killed run left under
+    ``directory``: only those last written before this process started, so a writer still at
+    work in the same folder keeps its own. Returns what was removed."""
+    removed = []
+    for p in sorted(Path(directory).rglob(".*.tmp")):
+        try:
+            if p.lstat().st_mtime >= _STARTED:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(p)
+    return removed
 
 
 @contextlib.contextmanager
@@ -123,7 +144,9 @@ class Stage:
         return all((self.dir / f).exists() for f in m.get("outputs", []))
 
     def finish(self, key: str, config: Any, outputs: list[str], **extra: Any) -> dict[str, Any]:
-        """Record completion; call after every output was written atomically."""
+        """Record completion; call after every output was written atomically. Temp files that
+        a killed earlier attempt left in the stage's folder are removed here."""
+        remove_stale_temps(self.dir)
         manifest = {
             "stage": self.name,
             "key": key,
