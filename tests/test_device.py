@@ -42,3 +42,26 @@ def test_stage_keys_record_the_resolved_dtype(monkeypatch):
     # a named device needs no such device here: keys of a GPU run compute on a CPU
     cfg = load_config(None, ["llm.device=cuda"])
     assert Backends(cfg).identity("local")["dtype"] == "bfloat16"
+
+
+def test_training_precision_auto_follows_the_hardware_and_named_values_stay(monkeypatch):
+    import peerdiff.device as device
+
+    assert device.training_precision("float32", "cpu") == "float32"
+    assert device.training_precision("bfloat16", "cpu") == "bfloat16"
+    assert device.training_precision("auto", "cuda") == "bfloat16"
+    monkeypatch.setattr(device, "cpu_bf16_units", lambda: True)
+    assert device.training_precision("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(device, "cpu_bf16_units", lambda: False)
+    assert device.training_precision("auto", "cpu") == "float32"
+
+
+def test_auto_precision_shares_the_stage_key_of_what_it_resolves_to(monkeypatch):
+    import peerdiff.device as device
+    from peerdiff.config import load_config
+    from peerdiff.stages.train import train_settings
+
+    monkeypatch.setattr(device, "cpu_bf16_units", lambda: False)
+    auto = train_settings(load_config(None, ["train.precision=auto", "llm.device=cpu"]), "dep")
+    fp32 = train_settings(load_config(None, ["llm.device=cpu"]), "dep")
+    assert auto == fp32 and auto["precision"] == "float32"

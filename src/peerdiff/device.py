@@ -54,6 +54,35 @@ def cpu_bf16_matmul() -> bool:
         return False
 
 
+@functools.cache
+def cpu_bf16_units() -> bool:
+    """Whether this CPU has bfloat16 arithmetic in hardware: AMX tiles or AVX512-BF16.
+
+    Training under bfloat16 autocast gains from either (DEP's medium-preset epoch ran 2.0x
+    faster than float32 on a CPU with AVX512-BF16 and no AMX; docs/dep-sweep.md); a CPU
+    without them emulates bfloat16 and loses.
+    """
+    if cpu_bf16_matmul():
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags
+
+
+def training_precision(precision: str, device: str = "auto") -> str:
+    """What ``train.precision`` resolves to with ``llm.device`` on this machine. ``auto``:
+    bfloat16 autocast on a GPU and on a CPU with bfloat16 units (:func:`cpu_bf16_units`),
+    float32 elsewhere. Stage keys record the resolved name, as they do for ``llm.dtype``."""
+    if precision != "auto":
+        return precision
+    dev = pick_device(device) if device == "auto" else torch.device(device)
+    if dev.type == "cuda" or (dev.type == "cpu" and cpu_bf16_units()):
+        return "bfloat16"
+    return "float32"
+
+
 def auto_dtype(device: torch.device) -> torch.dtype:
     """``auto``: bfloat16 on CUDA, float32 elsewhere.
 

@@ -274,12 +274,13 @@ class TrainConfig:
             "greedy generations"
         },
     )
-    precision: Literal["float32", "bfloat16"] = field(
+    precision: Literal["float32", "bfloat16", "auto"] = field(
         default="float32",
         metadata={
             "help": "bfloat16: the training forward and backward under bfloat16 autocast "
             "(weights, optimizer and validation stay float32); fast on CPUs with bfloat16 "
-            "units (AMX, AVX512-BF16) and on GPUs"
+            "units (AMX, AVX512-BF16) and on GPUs. auto: bfloat16 there, float32 elsewhere "
+            "(the stage key records which)"
         },
     )
     val_samples: int | None = field(default=64, metadata={"help": "val samples for selection"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -49,8 +49,15 @@ def validation_params(cfg: RunConfig) -> GenParams:
 
 
 def train_settings(cfg: RunConfig, name: str) -> dict:
-    """``train`` as method ``name`` trains: its own rate (``train.lr`` only as its default)."""
-    return {**asdict(cfg.train), "lr": methods.build(name, cfg).lr()}
+    """``train`` as method ``name`` trains: its own rate (``train.lr`` only as its default)
+    and the precision ``auto`` resolves to here."""
+    from peerdiff.device import training_precision
+
+    return {
+        **asdict(cfg.train),
+        "lr": methods.build(name, cfg).lr(),
+        "precision": training_precision(cfg.train.precision, cfg.llm.device),
+    }
 
 
 def train_key(cfg: RunConfig, name: str, data: Data) -> str:
@@ -139,7 +146,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         adapter,
         inj,
         pad_id=be.tokenizer.pad_token_id,
-        cfg=cfg.train,
+        cfg=replace(cfg.train, precision=settings["precision"]),
         lr=settings["lr"],
         out_dir=st.dir,
         key=key,
