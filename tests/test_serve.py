@@ -397,3 +397,24 @@ def test_a_history_timestamp_beyond_the_year_3000_is_422(server):
     hist = [{"item_title": "a", "rating": 4, "text": "b", "timestamp": 10**30}]
     r = review(server, history=hist, method="rag")
     assert r.status_code == 422 and "timestamp" in r.text
+
+
+def test_library_errors_are_answered_by_the_status_table(server):
+    """The service raises the library's errors; the app's one table turns them into status
+    codes, with the message as the only field of the body."""
+    from peerdiff.errors import BadRequestError, MissingStageError, UnknownUserError
+    from peerdiff.serve import ERROR_STATUS
+
+    assert ERROR_STATUS == {BadRequestError: 400, UnknownUserError: 404, MissingStageError: 409}
+    hist = [{"item_title": "a", "rating": 1, "text": "b"}]
+    user = server["service"].bench.users[0]
+    for kw, status, start in [
+        ({"user_id": "nobody"}, 404, "unknown user 'nobody': not in the prepared benchmark"),
+        ({"history": hist, "method": "dep"}, 400, "method 'dep' compares the user with"),
+        ({"user_id": user, "method": "dep"}, 409, server["service"].unavailable["dep"]),
+    ]:
+        r = review(server, **kw)
+        assert r.status_code == status and list(r.json()) == ["detail"], r.text
+        assert r.json()["detail"].startswith(start)
+    r = httpx.post(server["url"] + "/v1/chat/completions", json=_chat("hi", stream=True))
+    assert r.json() == {"detail": "stream=true is not supported; send stream=false"}

@@ -7,7 +7,8 @@
                        review_title="Timeless", method="dep"))
 
 The same code as ``peerdiff serve`` (methods, contexts and adapters built once; prompts from
-the same functions as ``peerdiff run``), without HTTP.
+the same functions as ``peerdiff run``), without HTTP: it needs no web framework installed,
+and its refusals are the library's errors (:mod:`peerdiff.errors`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from peerdiff.config import RunConfig, load_config
-from peerdiff.errors import ConfigError, DataError, MissingStageError
+from peerdiff.errors import ConfigError, DependencyError
 
 
 class Reviewer:
@@ -24,7 +25,7 @@ class Reviewer:
     config: a :class:`RunConfig` or a YAML path; ``overrides`` as on the command line."""
 
     def __init__(self, config: RunConfig | str | Path, overrides: list[str] | None = None) -> None:
-        from peerdiff.serve import Service
+        from peerdiff.serve.service import Service
 
         cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
         self.service = Service(cfg)
@@ -45,13 +46,20 @@ class Reviewer:
         ``history`` (``[{"item_title", "rating", "title", "text"}, ...]``) would write.
 
         Raises:
-            DataError: unknown user or invalid input; MissingStageError: no trained adapter.
+            DataError: unknown user (:class:`UnknownUserError`) or a request the method
+                cannot answer (:class:`BadRequestError`); ConfigError: invalid input;
+                MissingStageError: no trained adapter.
         """
-        from fastapi import HTTPException
-        from pydantic import ValidationError
-
         from peerdiff.methods.prompts import strip_prefix
-        from peerdiff.serve import ReviewRequest
+
+        try:
+            from pydantic import ValidationError
+
+            from peerdiff.serve.schemas import ReviewRequest
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise DependencyError(
+                "peerdiff.Reviewer validates requests with pydantic: `pip install pydantic`"
+            ) from e
 
         try:
             req = ReviewRequest(
@@ -63,11 +71,9 @@ class Reviewer:
                 method=method,
                 max_new_tokens=max_new_tokens,
             )
-            return strip_prefix(self.service.review(req).result().text)
         except ValidationError as e:
             raise ConfigError(f"invalid review request: {e}") from None
-        except HTTPException as e:
-            raise (MissingStageError if e.status_code == 409 else DataError)(e.detail) from None
+        return strip_prefix(self.service.review(req).result().text)
 
     def close(self) -> None:
         self.service.worker.close()

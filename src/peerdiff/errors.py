@@ -36,6 +36,15 @@ class UnknownUserError(DataError, KeyError):
         return str(self.args[0])
 
 
+class BadRequestError(DataError):
+    """A request that cannot be answered as posed: a method that needs a known user given an
+    inline history, streaming asked of the service (the message says what to send instead)."""
+
+
+class PromptTooLongError(BadRequestError):
+    """A chat prompt longer than the service takes (the message gives both lengths)."""
+
+
 class BackendError(PeerdiffError, RuntimeError):
     """An LLM backend cannot be loaded or reached, or answered with an error."""
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from peerdiff import methods
-from peerdiff.data.readers import MAX_TIMESTAMP
+from peerdiff.data.formats import MAX_TIMESTAMP
 
 
 def _utf8(text: str) -> str:
