@@ -219,7 +219,7 @@ def synthetic_bench(synthetic_root, tmp_path_factory):
     """A prepared benchmark of the synthetic data (small preset)."""
     from peerdiff.config import load_config
     from peerdiff.data.benchmark import Benchmark
-    from peerdiff.data.prepare import prepare
+    from peerdiff.stages.prepare import prepare_benchmark as prepare
 
     run = tmp_path_factory.mktemp("synthetic_run")
     cfg = load_config(None, synthetic_overrides(synthetic_root, run))

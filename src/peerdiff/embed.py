@@ -14,7 +14,6 @@ import importlib.util
 import json
 import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from peerdiff.config import EmbedConfig
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.readers import text_hash
 from peerdiff.data.schema import Sample
 from peerdiff.device import pick_device
 from peerdiff.errors import DependencyError, loading
-from peerdiff.stage import Stage, atomic_path, fingerprint
+from peerdiff.stage import atomic_path, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -225,49 +223,6 @@ def input_text(bench: Benchmark, sample: Sample) -> str:
     target = bench.review(sample.target)
     item = bench.item(target.item_id)
     return f"{item.title}. {target.title}. {item.description[:300]}"
-
-
-def embed_benchmark(
-    bench: Benchmark, cfg: EmbedConfig, run_dir: Path, cache_dir: str | Path, upstream: str
-) -> Stage:
-    """``peerdiff embed``: vectors for every review that appears in some profile.
-
-    Writes ``embed/vectors.npy`` (``(n_reviews, dim)`` float32). Rows of reviews that are in
-    no profile (test targets) are NaN: no feature can use them silently. Also writes
-    ``inputs.npy`` (``(n_samples, dim)``, sample order of the benchmark): each sample's
-    :func:`input_text` vector.
-    """
-    stage = Stage(run_dir, "embed")
-    settings = {k: v for k, v in asdict(cfg).items() if k != "device"}
-    key = fingerprint(upstream, settings, FORMAT)
-    if stage.is_done(key):
-        return stage
-    encoder = Encoder(cfg.model, cfg.device, cfg.max_length)
-    cache = VectorCache(cache_dir, encoder.key, encoder.dim)
-    rows = np.flatnonzero(bench.profile_mask)
-    texts = [review_input(bench.titles[i], bench.texts[i], cfg.text) for i in rows]
-    vecs, counts = embed_texts(texts, encoder, cache)
-    full = np.full((len(bench), encoder.dim), np.nan, dtype=np.float32)
-    full[rows] = vecs
-    samples = bench.samples()
-    inputs, _ = embed_texts([input_text(bench, s) for s in samples], encoder, cache)
-    for name, arr in (("vectors.npy", full), ("inputs.npy", inputs)):
-        with atomic_path(stage.path(name)) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr)
-    stage.finish(
-        key,
-        {"embed": asdict(cfg)},
-        ["vectors.npy", "inputs.npy"],
-        encoder={
-            "name": cfg.model,
-            "path": encoder.path,
-            "key": encoder.key,
-            "dim": encoder.dim,
-            "pooling": encoder.pooling,
-        },
-        counts={"embedded": int(len(rows)), **counts},
-    )
-    return stage
 
 
 def load_vectors(stage_dir: str | Path) -> np.ndarray:

@@ -9,24 +9,18 @@ matches, so a re-run only prints the table.
 from __future__ import annotations
 
 import contextlib
-import csv
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import yaml
-from rich.console import Console
 from rich.table import Table
 
 from peerdiff import methods, stages
 from peerdiff.backends import Backends
 from peerdiff.config import RunConfig
-from peerdiff.metrics import LABELS, METRICS, OPTIONAL_METRICS, format_score
-from peerdiff.stage import atomic_path, read_json, write_json
-
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
+from peerdiff.stage import Stage, atomic_path, read_json, write_json
+from peerdiff.tables import console, print_stats, probe_table, results_table, write_results
 
 
 class Timings:
@@ -59,10 +53,27 @@ class Timings:
         }
 
 
-def has_user_features(name: str, cfg: RunConfig) -> bool:
-    """Soft-prompt methods whose adapter reads user features (the swap probe applies)."""
-    spec = methods.get(name)
-    return spec.soft and spec.build(cfg).kind in ("dep", "pplug") and name != "dep-mean"
+def evaluate_split(
+    cfg: RunConfig,
+    name: str,
+    split: str,
+    data: stages.Data,
+    backends: Backends,
+    adapter: Stage | None = None,
+    t: Timings | None = None,
+) -> dict[str, Any]:
+    """generate -> likelihood -> evaluate of one method on one split (each skipped when
+    done); the evaluation summary (a results row)."""
+    t = t or Timings()
+    with t(f"generate {name}-{split}"):
+        gen = stages.generate(cfg, name, split, data, backends, adapter)
+    with t(f"nll {name}-{split}"):
+        nll = None
+        if cfg.evaluate.nll:
+            nll = stages.likelihood(cfg, name, split, data, backends, adapter, gen)
+    with t(f"evaluate {name}-{split}"):
+        ev = stages.evaluate(cfg, name, split, gen, nll, data, backends)
+    return read_json(ev.path("summary.json"))
 
 
 def run(
@@ -92,18 +103,8 @@ def run(
             with t(f"train {name}"):
                 adapter = stages.train(cfg, name, data, backends)
         for split in cfg.generate.splits:
-            with t(f"generate {name}-{split}"):
-                gen = stages.generate(cfg, name, split, data, backends, adapter)
-            with t(f"nll {name}-{split}"):
-                nll = (
-                    stages.likelihood(cfg, name, split, data, backends, adapter)
-                    if cfg.evaluate.nll
-                    else None
-                )
-            with t(f"evaluate {name}-{split}"):
-                ev = stages.evaluate(cfg, name, split, gen, nll, data, backends)
-            rows.append(read_json(ev.path("summary.json")))
-        if has_user_features(name, cfg):
+            rows.append(evaluate_split(cfg, name, split, data, backends, adapter, t))
+        if methods.get(name).user_features:
             for split in cfg.probe.splits:
                 with t(f"probe {name}-{split}"):
                     probes.append(
@@ -127,151 +128,3 @@ def run(
     console.print(t.table())
     write_json(cfg.run_path / f"timings-{cfg.name}.json", t.as_dict())
     return rows
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def print_stats(stats: dict[str, Any]) -> None:
-    t = Table(title="benchmark", show_header=False)
-    t.add_row("users", str(stats["users"]))
-    t.add_row("items", str(stats["items"]))
-    t.add_row("reviews", str(stats["reviews"]))
-    t.add_row("samples", ", ".join(f"{k} {v}" for k, v in stats["samples"].items()))
-    if "profile_length" in stats:
-        pl = stats["profile_length"]
-        t.add_row("profile length", f"median {pl['median']}, mean {pl['mean']}, max {pl['max']}")
-        pr = stats["peers_per_profile_review"]
-        t.add_row(
-            "peers per profile review",
-            f"median {pr['median']}, mean {pr['mean']}, with >=1 peer {pr['share_with_peer']:.0%}",
-        )
-        for reason, n in stats.get("dropped_reviews", {}).items():
-            t.add_row(f"dropped: {reason}", str(n))
-    for what, read in (stats.get("read") or {}).items():  # lines skipped as bad on reading
-        for reason, n in (read.get("skipped") or {}).items():
-            t.add_row(f"skipped {what} lines: {reason}", str(n))
-        for example in (read.get("examples") or [])[:3]:
-            t.add_row("  e.g.", example)
-    console.print(t)
-
-
-def shown_metrics(rows: list[dict[str, Any]]) -> list[str]:
-    """The standard metrics plus optional ones (NLL, perplexity, the judge) some row has."""
-    extra = [m for m in OPTIONAL_METRICS if any(r["scores"].get(m) is not None for r in rows)]
-    return [*METRICS, *extra]
-
-
-def results_table(rows: list[dict[str, Any]], title: str = "results") -> Table:
-    metrics = shown_metrics(rows)
-    t = Table(title=title)
-    for col in ("method", "split", "n"):
-        t.add_column(col, justify="right" if col == "n" else "left")
-    for m in metrics:
-        t.add_column(LABELS[m], justify="right")
-    t.add_column("gen s", justify="right")
-    for r in rows:
-        secs = r.get("generation_seconds")
-        t.add_row(
-            r["method"],
-            r["split"],
-            str(r["n"]),
-            *[format_score(m, r["scores"].get(m)) for m in metrics],
-            "" if secs is None else f"{secs:.0f}",
-        )
-    return t
-
-
-def probe_table(summaries: list[dict[str, Any]]) -> Table:
-    t = Table(title="user-swap probe: NLL with other users' features minus own (nats/token)")
-    for col in ("method", "split", "n", "delta", "95% CI", "own best", "own rank (chance)"):
-        t.add_column(col, justify="left" if col in ("method", "split") else "right")
-    for s in summaries:
-        if not s.get("n"):
-            continue
-        lo, hi = s["delta_ci"]
-        t.add_row(
-            s["method"],
-            s["split"],
-            str(s["n"]),
-            f"{s['delta']:+.4f}",
-            f"[{lo:+.4f}, {hi:+.4f}]",
-            f"{s['own_best_share']:.0%}",
-            f"{s['own_rank_mean']:.2f} ({s['chance_rank']:.1f})",
-        )
-    return t
-
-
-def write_results(run_dir: Path, rows: list[dict[str, Any]], name: str) -> None:
-    """``results-<name>.{json,csv,md}`` in the run directory."""
-    from peerdiff.report import markdown_table
-
-    metrics = shown_metrics(rows)
-    write_json(run_dir / f"results-{name}.json", rows)
-    with atomic_path(run_dir / f"results-{name}.csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "split", "n", *metrics, "generation_seconds"])
-        for r in rows:
-            w.writerow(
-                [
-                    r["method"],
-                    r["split"],
-                    r["n"],
-                    *[r["scores"].get(m) for m in metrics],
-                    r.get("generation_seconds"),
-                ]
-            )
-    table = markdown_table(
-        ["method", "split", "n", *[LABELS[m] for m in metrics], "time (s)"],
-        [
-            [
-                r["method"],
-                r["split"],
-                r["n"],
-                *[format_score(m, r["scores"].get(m)) for m in metrics],
-                "" if r.get("generation_seconds") is None else f"{r['generation_seconds']:.0f}",
-            ]
-            for r in rows
-        ],
-    )
-    with atomic_path(run_dir / f"results-{name}.md") as tmp:
-        tmp.write_text(table)
-
-
-def print_dry_run(cfg: RunConfig, names: list[str] | None = None) -> dict[str, Any]:
-    """``peerdiff run --dry-run``: prompt lengths and budgets per method and step, and the
-    deviations from the published profile; nothing is generated."""
-    from peerdiff.paper import dry_run
-
-    out = dry_run(cfg, names)
-    t = Table(title=f"{cfg.name}: dry run (tokens: {out['tokenizer']})")
-    for col in (
-        "method",
-        "step",
-        "role",
-        "prompts",
-        "min",
-        "median",
-        "max",
-        "over budget",
-        "new tokens",
-    ):
-        t.add_column(col, justify="left" if col in ("method", "step", "role") else "right")
-    for name, steps in out["methods"].items():
-        for step, v in steps.items():
-            t.add_row(
-                name,
-                step,
-                v["role"],
-                str(v["prompts"]),
-                str(v["tokens_min"]),
-                f"{v['tokens_median']:.0f}",
-                str(v["tokens_max"]),
-                f"{v['over_budget']} (> {v.get('limit', cfg.prompt.max_prompt_tokens)})",
-                str(v["max_new_tokens"]),
-            )
-    console.print(t)
-    devs = out["deviations"]
-    console.print("deviations from the published profile: " + ("; ".join(devs) if devs else "none"))
-    write_json(cfg.run_path / f"dry-run-{cfg.name}.json", out)
-    return out

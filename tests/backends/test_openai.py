@@ -125,7 +125,7 @@ def test_drp_never_passes_on_failed_calls(fake, synthetic_root, tiny_encoder_dir
     data = stages.data(cfg, ["drp"])
     backends = Backends(cfg)
     items = stages.samples(cfg, data.bench, "test")
-    P = stages.common.method_prompts(cfg, "drp", "test", items, data, backends, None)
+    P = stages.MethodSplit(cfg, "drp", "test", data, backends, items=items).prompts(None)
     calls = P.stats["calls"]
     for step in ("extract", "validate", "summary"):
         first = [e for e in fake.log if e["body"].get("seed") == 0 and _step(e) == step]

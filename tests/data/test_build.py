@@ -1,5 +1,7 @@
 """The protocol on hand-made data, and leakage properties on the bundled data."""
 
+import importlib
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -8,8 +10,8 @@ from conftest import write_jsonl
 from peerdiff.config import Protocol, Source, load_config
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.build import dedup_latest_first, k_core
-from peerdiff.data.prepare import prepare
 from peerdiff.errors import DataError
+from peerdiff.stages.prepare import prepare_benchmark as prepare
 
 DAY = 86_400
 
@@ -234,7 +236,7 @@ def test_rerun_skips_and_threshold_change_reuses_ingest(tmp_path, monkeypatch):
     st = prepare(cfg.data, tmp_path / "run")
     raw_manifest = (st.dir / "raw" / "manifest.json").read_bytes()
     first = st.path("samples.parquet").read_bytes()
-    import peerdiff.data.prepare as prep
+    prep = importlib.import_module("peerdiff.stages.prepare")
 
     def boom(*a, **k):
         raise AssertionError("should not re-read")
@@ -251,7 +253,7 @@ def test_interrupted_build_leaves_no_artifacts_and_resumes_identically(tmp_path,
     _synthetic(tmp_path)
     cfg = _cfg(tmp_path)
     clean = prepare(cfg.data, tmp_path / "clean")
-    import peerdiff.data.prepare as prep
+    prep = importlib.import_module("peerdiff.stages.prepare")
 
     real = prep.build_benchmark
 

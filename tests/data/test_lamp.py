@@ -9,8 +9,8 @@ from conftest import synthetic_overrides
 from peerdiff.config import load_config
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.lamp import INPUT, export_lamp, prepare_lamp
-from peerdiff.data.prepare import prepare
 from peerdiff.errors import DataError
+from peerdiff.stages.prepare import prepare_benchmark as prepare
 
 PRODUCTS = [
     f"A {w} record with {v} songs and a long booklet."

@@ -3,7 +3,8 @@ import pytest
 from conftest import write_jsonl
 
 from peerdiff.config import Source
-from peerdiff.data.readers import FORMATS, DataError, make_description, read_items, read_reviews
+from peerdiff.data.formats import FORMATS
+from peerdiff.data.readers import DataError, make_description, read_items, read_reviews
 
 A23 = FORMATS[Source.amazon23]
 

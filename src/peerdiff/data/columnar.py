@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from peerdiff.data import schema
-from peerdiff.data.readers import MAX_TIMESTAMP, RATING_RANGE, JsonlFormat, ReadStats
+from peerdiff.data.formats import MAX_TIMESTAMP, RATING_RANGE, JsonlFormat, ReadStats
 from peerdiff.errors import DataError
 
 

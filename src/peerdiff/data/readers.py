@@ -21,9 +21,7 @@ import hashlib
 import math
 import re
 import zlib
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,103 +30,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from peerdiff.config import Source
+from peerdiff.config import DataConfig, Source
 from peerdiff.data import schema
+from peerdiff.data.columnar import read_reviews_columnar
+from peerdiff.data.formats import MAX_TIMESTAMP, RATING_RANGE, JsonlFormat, ReadStats
 from peerdiff.errors import DataError
 from peerdiff.stage import atomic_path
 
 BATCH_ROWS = 50_000
 _WS = re.compile(r"\s+")
-
-
-@dataclass(frozen=True)
-class JsonlFormat:
-    """Field names of one JSONL source (first present key wins)."""
-
-    user: tuple[str, ...]
-    item: tuple[str, ...]
-    title: tuple[str, ...]
-    text: tuple[str, ...]
-    rating: tuple[str, ...]
-    timestamp: tuple[str, ...]
-    timestamp_divisor: int  # raw units per second
-    item_id: tuple[str, ...]
-    item_title: tuple[str, ...]
-    item_description: tuple[str, ...]
-    item_categories: tuple[str, ...] = ()
-    item_rating_number: tuple[str, ...] = ()
-
-
-# McAuley 2014 and 2018 dumps: same review and item fields; categories are named apart
-_MCAULEY = dict(
-    user=("reviewerID",),
-    item=("asin",),
-    title=("summary",),
-    text=("reviewText",),
-    rating=("overall",),
-    timestamp=("unixReviewTime",),
-    timestamp_divisor=1,
-    item_id=("asin",),
-    item_title=("title",),
-    item_description=("description",),
-)
-
-FORMATS: dict[Source, JsonlFormat] = {
-    Source.amazon23: JsonlFormat(
-        user=("user_id",),
-        item=("parent_asin", "asin"),
-        title=("title",),
-        text=("text",),
-        rating=("rating",),
-        timestamp=("timestamp",),
-        timestamp_divisor=1000,
-        item_id=("parent_asin",),
-        item_title=("title",),
-        item_description=("description",),
-        item_categories=("categories",),
-        item_rating_number=("rating_number",),
-    ),
-    Source.amazon2014: JsonlFormat(**_MCAULEY, item_categories=("categories",)),
-    Source.amazon2018: JsonlFormat(**_MCAULEY, item_categories=("category",)),
-    Source.generic: JsonlFormat(
-        user=("user_id",),
-        item=("item_id",),
-        title=("title",),
-        text=("text",),
-        rating=("rating",),
-        timestamp=("timestamp",),
-        timestamp_divisor=1,
-        item_id=("item_id",),
-        item_title=("title",),
-        item_description=("description",),
-        item_categories=("categories",),
-    ),
-}
-
-
-@dataclass
-class ReadStats:
-    """What a reader saw: lines, rows kept, and skipped lines by reason (with examples)."""
-
-    lines: int = 0
-    rows: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    examples: list[str] = field(default_factory=list)
-    duplicates: int = 0
-
-    def skip(self, reason: str, message: str) -> None:
-        self.skipped[reason] += 1
-        if len(self.examples) < 5:
-            self.examples.append(message)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "lines": self.lines,
-            "rows": self.rows,
-            "skipped": dict(self.skipped),
-            "skipped_examples": self.examples,
-            "duplicate_ids": self.duplicates,
-        }
 
 
 def open_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
@@ -152,10 +62,6 @@ def open_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
                 f"{path}:{n + 1}: the gzip stream is damaged after line {n} ({e}); "
                 "download the file again"
             ) from e
-
-
-RATING_RANGE = (0.0, 10.0)  # star ratings (Amazon: 1-5); anything else is a broken line
-MAX_TIMESTAMP = 32_503_680_000  # seconds: 3000-01-01
 
 
 def _get(rec: dict, keys: tuple[str, ...]) -> Any:
@@ -290,7 +196,6 @@ def read_reviews(
     Raises:
         DataError: with ``file:line`` for malformed lines when ``on_bad_line == "error"``.
     """
-    from peerdiff.data.columnar import read_reviews_columnar
 
     stats = read_reviews_columnar(path, fmt, out, normalize_whitespace, progress)
     if stats is not None:
@@ -411,3 +316,19 @@ def read_items(
         stats.rows += 1
     pq.write_table(pa.Table.from_pydict(cols, schema=schema.RAW_ITEMS), out, compression="zstd")
     return stats
+
+
+def require_input(path: Path | None, what: str, data: DataConfig) -> Path:
+    """``path`` when it exists (a folder only for the sources that read folders); a
+    :class:`DataError` naming the setting to fix otherwise."""
+    if path is None or not path.exists():
+        raise DataError(
+            f"{what} file not found: {path}. Set data.root (or the PEERDIFF_DATA environment "
+            f"variable; now {data.root!r}) or give an absolute path in data.{what}."
+        )
+    if path.is_dir() and data.source not in (Source.lamp, Source.dpl):  # those read folders
+        raise DataError(
+            f"data.{what}: {path} is a directory; give the {what} file inside it "
+            f"(e.g. {next((p.name for p in sorted(path.glob('*.json*'))), 'reviews.jsonl.gz')})"
+        )
+    return path

@@ -1,30 +1,42 @@
-"""One plain function per stage: config + upstream results in, the stage's :class:`Stage` out.
+"""The pipeline: one module per stage, each a plain function (config + upstream results in,
+the stage's :class:`~peerdiff.stage.Stage` out) that owns its key, skip check and manifest.
 
-Each stage is keyed on its upstream stages' keys plus exactly the settings it reads (never
-the engine, device, thread count or report-only settings), writes atomically, and is
-skipped when its manifest matches. Run directory::
+In data-flow order (module: run-directory folder, outputs)::
 
-    prepare/                        reviews/items/samples.parquet, stats.json
-    embed/                          vectors.npy (one per profile review), inputs.npy
-    contrast/                       slots, difference vectors
-    train/<method>/                 epochs, log.jsonl, best/ (the selected adapter)
-    calls/<method>-<split>/         cached intermediate LLM calls (PAG, DPL, DRP)
-    generate/<method>-<split>/      predictions.jsonl
-    nll/<method>-<split>/           target NLL per sample
-    evaluate/<method>-<split>/      scores.parquet (per sample), summary.json
-    probe/<method>-<split>/         user-swap probe per sample, summary.json
+    prepare.py     prepare/                   reviews/items/samples.parquet, stats.json
+    embed.py       embed/                     vectors.npy (one per profile review), inputs.npy
+    contrast.py    contrast/                  slots, difference vectors
+    train.py       train/<method>/            epochs, log.jsonl, best/ (the selected adapter)
+    generate.py    generate/<method>-<split>/ predictions.jsonl (+ calls/<method>-<split>/:
+                                              cached intermediate calls of PAG, DPL, DRP)
+    likelihood.py  nll/<method>-<split>/      target NLL per sample
+    evaluate.py    evaluate/<method>-<split>/ scores.parquet (per sample), summary.json
+    probe.py       probe/<method>-<split>/    user-swap probe per sample, summary.json
+
+``data.py`` holds what the data stages produced (:class:`Data`); ``common.py`` the
+decoding settings, sample lists and :class:`MethodSplit` (a method on a split) that the
+later stages share. Each stage is keyed on its upstream stages' keys plus exactly the
+settings it reads (never the engine, device, thread count or report-only settings), writes
+atomically, and is skipped when its manifest matches.
 
 Generation never trains: a soft-prompt method without an adapter is an error naming the
 command that trains it (``peerdiff run`` trains first).
 """
 
-from peerdiff.stages.common import gen_params, samples, train_samples
-from peerdiff.stages.data import Data, contrast, data, embed, prepare
-from peerdiff.stages.outputs import evaluate, generate, likelihood, probe
+from peerdiff.stages.common import MethodSplit, gen_params, samples, train_samples
+from peerdiff.stages.contrast import contrast
+from peerdiff.stages.data import Data, data
+from peerdiff.stages.embed import embed
+from peerdiff.stages.evaluate import evaluate
+from peerdiff.stages.generate import generate
+from peerdiff.stages.likelihood import likelihood
+from peerdiff.stages.prepare import prepare
+from peerdiff.stages.probe import probe
 from peerdiff.stages.train import train, trained
 
 __all__ = [
     "Data",
+    "MethodSplit",
     "contrast",
     "data",
     "embed",

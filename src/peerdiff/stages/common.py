@@ -1,9 +1,10 @@
-"""Helpers the stage functions share: decoding settings, sample lists, prompts and their keys."""
+"""What the stage functions share: decoding settings, sample lists, and :class:`MethodSplit`
+(a method on a split: its samples, prompts, targets, soft tokens and keys)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
 from peerdiff import methods
 from peerdiff.backends import Backends
@@ -21,7 +22,9 @@ from peerdiff.stages.data import Data
 DECODE_FORMAT = "decode-v5"
 SOFT_FORMAT = "soft-v5"
 NLL_FORMAT = "nll-v2"
-PROBE_FORMAT = "probe-v1"
+# probe-v2: prompts fitted to the token budget with the LLM's tokenizer, as the likelihood
+# stage fits them (v1 counted no tokens, so the text layout kept reviews the method drops)
+PROBE_FORMAT = "probe-v2"
 
 
 def gen_params(cfg: RunConfig) -> GenParams:
@@ -99,57 +102,6 @@ def injector(method, backends: Backends):
     return Injector(backends.local.model.get_input_embeddings(), ids)
 
 
-def prompt_key(
-    cfg: RunConfig,
-    name: str,
-    split: str,
-    items: list[Sample],
-    data: Data,
-    backends: Backends,
-    adapter: Stage | None,
-) -> str:
-    """Identity of a method's prompts (and soft tokens) for these samples."""
-    spec = methods.get(name)
-    calls = None
-    if len(spec.roles) > 1:  # intermediate calls: their backends and decoding
-        calls = {r: backends.role_identity(r) for r in spec.roles if r != "generator"}
-        calls["params"] = asdict(gen_params(cfg))
-    return fingerprint(
-        name,
-        spec.settings(cfg),
-        data.keys(spec.needs),
-        adapter.key() if adapter else None,
-        calls,
-        [s.sample_id for s in items],
-    )
-
-
-def method_prompts(
-    cfg: RunConfig,
-    name: str,
-    split: str,
-    items: list[Sample],
-    data: Data,
-    backends: Backends,
-    tokenizer_backend: Any,
-) -> Prompts:
-    """A method's prompts for ``items`` (multi-call methods make their cached calls here)."""
-    from peerdiff.generate import Caller
-
-    spec = methods.get(name)
-    m = spec.build(cfg)
-    if spec.soft:  # placeholders must be single tokens before anything is counted or encoded
-        register_placeholders(m, backends)
-    ctx = data.context(cfg, spec.needs, token_counter(tokenizer_backend))
-    call = None
-    if len(spec.roles) > 1:
-        call = Caller(cfg.run_path / "calls" / f"{name}-{split}", backends, gen_params(cfg))
-    P = m.prompts(items, ctx, call)
-    if call is not None:
-        P.stats["calls"] = call.stats  # per step: calls, failed, recovered, missing
-    return P
-
-
 def require_adapter(name: str, adapter: Stage | None) -> Stage:
     if adapter is None or not (adapter.path("best") / "adapter.safetensors").exists():
         raise MissingStageError(
@@ -157,3 +109,122 @@ def require_adapter(name: str, adapter: Stage | None) -> Stage:
             f"`peerdiff train --method {name}` (or `peerdiff run`)"
         )
     return adapter
+
+
+class NLLPlan(NamedTuple):
+    """Where a method's target NLL goes (``nll/<method>-<split>``), its key and its scorer."""
+
+    stage: Stage
+    key: str
+    scorer: Any
+
+
+@dataclass
+class MethodSplit:
+    """One method on one split, built once: the samples, prompts (multi-call methods make
+    their cached calls here), encoded prompts, targets, soft tokens and stage keys that the
+    generate, likelihood, probe and train stages read.
+
+    ``items`` defaults to the split's samples (the first ``generate.max_samples``); the
+    probe and training pass their own. ``adapter`` is the method's train stage (soft-prompt
+    methods); it is required only where the adapter is read.
+    """
+
+    cfg: RunConfig
+    name: str
+    split: str
+    data: Data
+    backends: Backends
+    adapter: Stage | None = None
+    items: list[Sample] = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.spec = methods.get(self.name)
+        self.method = self.spec.build(self.cfg)
+        if self.items is None:
+            self.items = samples(self.cfg, self.data.bench, self.split)
+        self._prompts: dict[int, Prompts] = {}
+
+    @property
+    def soft(self) -> bool:
+        return self.spec.soft
+
+    @property
+    def generator(self) -> Any:
+        """The backend that writes this method's predictions."""
+        return self.backends.engine if self.soft else self.backends.role("generator")
+
+    def generator_identity(self) -> Any:
+        b = self.backends
+        return b.identity("local") if self.soft else b.role_identity("generator")
+
+    def key(self) -> str:
+        """Identity of the method's prompts (and soft tokens) for these samples."""
+        calls = None
+        if len(self.spec.roles) > 1:  # intermediate calls: their backends and decoding
+            calls = {r: self.backends.role_identity(r) for r in self.spec.roles if r != "generator"}
+            calls["params"] = asdict(gen_params(self.cfg))
+        return fingerprint(
+            self.name,
+            self.spec.settings(self.cfg),
+            self.data.keys(self.spec.needs),
+            self.adapter.key() if self.adapter else None,
+            calls,
+            [s.sample_id for s in self.items],
+        )
+
+    def context(self, backend: Any):
+        """The method's context, token counts by ``backend``'s tokenizer. A soft-prompt
+        method's placeholders become single tokens first (counted as text otherwise)."""
+        if self.soft:
+            register_placeholders(self.method, self.backends)
+        return self.data.context(self.cfg, self.spec.needs, token_counter(backend))
+
+    def prompts(self, backend: Any) -> Prompts:
+        """The prompts, token counts by ``backend``'s tokenizer (built once per backend)."""
+        from peerdiff.generate import Caller
+
+        if id(backend) in self._prompts:
+            return self._prompts[id(backend)]
+        ctx = self.context(backend)
+        call = None
+        if len(self.spec.roles) > 1:
+            run = self.cfg.run_path / "calls" / f"{self.name}-{self.split}"
+            call = Caller(run, self.backends, gen_params(self.cfg))
+        P = self.method.prompts(self.items, ctx, call)
+        if call is not None:
+            P.stats["calls"] = call.stats  # per step: calls, failed, recovered, missing
+        self._prompts[id(backend)] = P
+        return P
+
+    def encoded(self, backend: Any) -> list[list[int]]:
+        """The prompts as ``backend``'s token ids (placeholders kept for soft prompts)."""
+        return [backend.encode(c, self.soft) for c in self.prompts(backend).conversations]
+
+    def targets(self, tokenizer: Any, n: int) -> list[list[int]]:
+        """Each sample's target review as tokens, cut at ``n``."""
+        texts = self.data.bench.texts
+        return [target_ids(tokenizer, texts[s.target], n) for s in self.items]
+
+    def injector(self):
+        return injector(self.method, self.backends)
+
+    def load_adapter(self, device: Any):
+        """The trained adapter (evaluation mode) on ``device``."""
+        from peerdiff.model.adapters import load_adapter
+
+        return load_adapter(require_adapter(self.name, self.adapter).path("best"), device).eval()
+
+    def nll_plan(self) -> NLLPlan | None:
+        """The target-NLL stage, or ``None`` when the generator runs on a server (no
+        likelihoods there)."""
+        b = self.backends
+        if not (self.soft or b.scores_locally("generator")):
+            return None
+        if self.soft:
+            require_adapter(self.name, self.adapter)
+        who = b.identity("local") if self.soft else b.role_identity("generator")
+        n = self.cfg.evaluate.nll_target_tokens
+        key = fingerprint(NLL_FORMAT, self.key(), who, n)
+        scorer = b.local if self.soft else b.scoring("generator")
+        return NLLPlan(Stage(self.cfg.run_path / "nll", f"{self.name}-{self.split}"), key, scorer)

@@ -1,9 +1,8 @@
-"""The data stages: prepare -> embed -> contrast, and :class:`Data`, what they hold."""
+"""What the data stages (prepare -> embed -> contrast) hold, for the stages after them."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -13,76 +12,10 @@ from peerdiff.config import RunConfig
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.errors import MissingStageError
 from peerdiff.methods.base import Context
-from peerdiff.stage import Stage, fingerprint
-
-
-def prepare(cfg: RunConfig) -> Stage:
-    """``peerdiff prepare``: the benchmark tables (keyed on input files and protocol)."""
-    from peerdiff.data.prepare import prepare as build
-
-    return build(cfg.data, cfg.run_path, cfg.seed)
-
-
-def embed(cfg: RunConfig, prep: Stage) -> Stage:
-    """``peerdiff embed``: a vector for every profile review and every sample's input."""
-    from peerdiff.embed import embed_benchmark
-
-    return embed_benchmark(_bench(prep), cfg.embed, cfg.run_path, cfg.cache_dir, prep.key())
-
-
-def contrast(cfg: RunConfig, prep: Stage, emb: Stage) -> Stage:
-    """``peerdiff contrast``: slots and difference vectors for every sample."""
-    from peerdiff.contrast import compute_contrast
-    from peerdiff.embed import load_vectors
-
-    c = cfg.contrast
-    st = Stage(cfg.run_path, "contrast")
-    key = fingerprint(emb.key(), asdict(c))
-    if st.is_done(key):
-        return st
-    bench = _bench(prep)
-    t0 = time.time()
-    users, items = bench.codes()
-    flat, offsets = bench.profile_arrays()
-    data = compute_contrast(
-        load_vectors(emb.dir),
-        users,
-        items,
-        bench.base_mask,
-        flat,
-        offsets,
-        [s.sample_id for s in bench.samples()],
-        c.max_slots,
-        c.weighting,
-        c.temperature,
-    )
-    seconds = time.time() - t0
-    outputs = data.save(st.dir)
-    filled = (data.slots >= 0).sum(1)
-    stats = {
-        "samples": len(data.sample_ids),
-        "slots_per_sample_mean": round(float(filled.mean()), 2) if len(filled) else 0.0,
-        "samples_with_all_slots": int((filled == c.max_slots).sum()),
-        "samples_without_slots": int((filled == 0).sum()),
-        "slot_reviews": int(len(data.review_ids)),
-        "peers_per_slot_review_median": (
-            float(np.median(data.n_peers)) if len(data.n_peers) else 0.0
-        ),
-    }
-    st.finish(key, {"contrast": asdict(c)}, outputs, seconds=round(seconds, 3), stats=stats)
-    return st
-
-
-_BENCHES: dict[tuple[str, str | None], Benchmark] = {}
-
-
-def _bench(prep: Stage) -> Benchmark:
-    """The benchmark of a prepare stage, loaded once per (directory, key)."""
-    k = (str(prep.dir.resolve()), prep.key())
-    if k not in _BENCHES:
-        _BENCHES.clear()
-        _BENCHES[k] = Benchmark(prep.dir)
-    return _BENCHES[k]
+from peerdiff.stage import Stage
+from peerdiff.stages.contrast import contrast
+from peerdiff.stages.embed import embed
+from peerdiff.stages.prepare import benchmark, prepare
 
 
 @dataclass
@@ -95,7 +28,7 @@ class Data:
 
     @property
     def bench(self) -> Benchmark:
-        return _bench(self.prep)
+        return benchmark(self.prep)
 
     @cached_property
     def vectors(self) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""``peerdiff prepare``: raw files -> benchmark tables, in two resumable sub-stages.
+"""Stage 1, ``prepare``: raw files -> benchmark tables, in two resumable sub-stages.
 
 ``prepare/raw`` (ingest) reads the JSONL files once into Parquet; its key depends only on
 the input files and reader options, so changing protocol thresholds re-runs only the cheap
@@ -12,35 +12,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from peerdiff.config import DataConfig, Source
-from peerdiff.data import schema
-from peerdiff.data.build import SAMPLE_SPLITS, build_benchmark
-from peerdiff.data.readers import FORMATS, read_items, read_reviews
-from peerdiff.errors import DataError, DependencyError
+from peerdiff.config import DataConfig, RunConfig, Source
+from peerdiff.data.benchmark import Benchmark
+from peerdiff.data.build import build_benchmark
+from peerdiff.data.formats import FORMATS
+from peerdiff.data.readers import read_items, read_reviews, require_input
+from peerdiff.errors import DataError
 from peerdiff.stage import Stage, fingerprint, source_fingerprint, write_json
 
 OUTPUTS = ["reviews.parquet", "items.parquet", "samples.parquet", "stats.json"]
 
 
-def _require(path: Path | None, what: str, data: DataConfig) -> Path:
-    if path is None or not path.exists():
-        raise DataError(
-            f"{what} file not found: {path}. Set data.root (or the PEERDIFF_DATA environment "
-            f"variable; now {data.root!r}) or give an absolute path in data.{what}."
-        )
-    if path.is_dir() and data.source not in (Source.lamp, Source.dpl):  # those read folders
-        raise DataError(
-            f"data.{what}: {path} is a directory; give the {what} file inside it "
-            f"(e.g. {next((p.name for p in sorted(path.glob('*.json*'))), 'reviews.jsonl.gz')})"
-        )
-    return path
+def prepare(cfg: RunConfig) -> Stage:
+    """``peerdiff prepare``: the benchmark tables (keyed on input files and protocol)."""
+    return prepare_benchmark(cfg.data, cfg.run_path, cfg.seed)
 
 
-def prepare(data: DataConfig, run_dir: Path, seed: int = 0, force: bool = False) -> Stage:
+def prepare_benchmark(data: DataConfig, run_dir: Path, seed: int = 0, force: bool = False) -> Stage:
     """Build (or reuse) the benchmark of ``data`` under ``run_dir/prepare``.
 
     Returns:
@@ -51,7 +41,7 @@ def prepare(data: DataConfig, run_dir: Path, seed: int = 0, force: bool = False)
     if data.source == Source.lamp:
         from peerdiff.data.lamp import prepare_lamp
 
-        root = _require(data.path(data.reviews), "reviews", data)
+        root = require_input(data.path(data.reviews), "reviews", data)
         files = sorted(p for p in root.rglob("*") if p.is_file())
         key = fingerprint("lamp", [source_fingerprint(p) for p in files], data.max_users)
         if force or not stage.is_done(key):
@@ -62,13 +52,15 @@ def prepare(data: DataConfig, run_dir: Path, seed: int = 0, force: bool = False)
     if data.source == Source.dpl:
         key = fingerprint("dpl", data.reviews, data.items, data.category, data.max_users, seed)
         if force or not stage.is_done(key):
-            stats = _prepare_dpl(data, stage.dir, seed)
+            from peerdiff.data.dpl import prepare_dpl
+
+            stats = prepare_dpl(data, stage.dir, seed)
             write_json(stage.path("stats.json"), stats)
             stage.finish(key, {"data": _cfg(data)}, OUTPUTS, stats=stats)
         return stage
 
-    reviews = _require(data.path(data.reviews), "reviews", data)
-    items = _require(data.path(data.items), "items", data) if data.items else None
+    reviews = require_input(data.path(data.reviews), "reviews", data)
+    items = require_input(data.path(data.items), "items", data) if data.items else None
     fmt = FORMATS[data.source]
     raw = Stage(stage.dir, "raw")
     raw_key = fingerprint(
@@ -188,121 +180,13 @@ def _cfg(data: DataConfig) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- DPL-main
+_BENCHES: dict[tuple[str, str | None], Benchmark] = {}
 
 
-def _load_dpl(data: DataConfig) -> tuple[Any, Any]:
-    try:
-        import datasets
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise DependencyError("reading DPL-main needs `pip install peerdiff[dpl]`") from e
-    main_path = data.path(data.reviews)
-    meta_path = data.path(data.items) if data.items else None
-    if data.reviews.startswith("hub:"):
-        repo = data.reviews[4:]
-        meta_repo = (data.items or "hub:SnowCharmQ/DPL-meta")[4:]
-        if not data.category:
-            raise ValueError("data.category is required for DPL-main from the hub (e.g. Books)")
-        main = datasets.load_dataset(repo, data.category)
-        meta = datasets.load_dataset(meta_repo, data.category, split="full")
-        return main, meta
-    main_path = _require(main_path, "reviews", data)
-    if data.category and (main_path / data.category).exists():
-        main_path = main_path / data.category
-    main = datasets.load_from_disk(str(main_path))
-    meta = None
-    if meta_path is not None:
-        meta_path = _require(meta_path, "items", data)
-        if data.category and (meta_path / data.category).exists():
-            meta_path = meta_path / data.category
-        meta = datasets.load_from_disk(str(meta_path))
-        if isinstance(meta, datasets.DatasetDict):
-            meta = meta["full"]
-    return main, meta
-
-
-def _prepare_dpl(data: DataConfig, out_dir: Path, seed: int) -> dict[str, Any]:
-    """Convert DPL-main (train/val/test of user_id, profile, data) into the canonical tables."""
-    import numpy as np
-
-    main, meta = _load_dpl(data)
-    for split in SAMPLE_SPLITS:
-        if split not in main:
-            raise DataError(f"DPL-main at {data.reviews}: split {split!r} is missing")
-    users = sorted(set(main["test"]["user_id"]))
-    if data.max_users is not None and len(users) > data.max_users:
-        rng = np.random.default_rng(seed)
-        users = sorted(rng.choice(np.array(users, dtype=object), data.max_users, replace=False))
-    keep_users = set(users)
-    index: dict[tuple, int] = {}
-    rows: dict[str, list] = {k: [] for k in schema.REVIEWS.names}
-
-    def rid(user: str, r: dict, where: str) -> int:
-        for f in ("asin", "text", "timestamp", "rating", "title"):
-            if f not in r or r[f] is None:
-                raise DataError(f"DPL-main {where}: review is missing field {f!r}")
-        ts = int(r["timestamp"]) // 1000  # milliseconds in Amazon'23
-        k = (user, r["asin"], ts, r["text"])
-        if k not in index:
-            index[k] = len(index)
-            rows["review_id"].append(index[k])
-            rows["user_id"].append(user)
-            rows["item_id"].append(str(r["asin"]))
-            rows["rating"].append(float(r["rating"]))
-            rows["title"].append(str(r["title"]))
-            rows["text"].append(str(r["text"]))
-            rows["timestamp"].append(ts)
-        return index[k]
-
-    samples: dict[str, list] = {k: [] for k in schema.SAMPLES.names}
-    excluded = 0
-    counter: dict[str, int] = {}
-    for split in SAMPLE_SPLITS:
-        for n, ex in enumerate(main[split]):
-            user = ex["user_id"]
-            if user not in keep_users:
-                continue
-            where = f"{split}[{n}]"
-            target = rid(user, ex["data"], where + ".data")
-            t_ts = rows["timestamp"][target]
-            prof = [rid(user, r, f"{where}.profile") for r in ex["profile"]]
-            prof.sort(key=lambda i: rows["timestamp"][i])
-            kept = [i for i in prof if rows["timestamp"][i] < t_ts]
-            excluded += len(prof) - len(kept)
-            if not kept:
-                continue
-            j = counter.get(f"{split}:{user}", 0)
-            counter[f"{split}:{user}"] = j + 1
-            samples["sample_id"].append(
-                f"train:{user}:{j}" if split == "train" else f"{split}:{user}"
-            )
-            samples["split"].append(split)
-            samples["user_id"].append(user)
-            samples["target"].append(target)
-            samples["profile"].append(kept)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reviews = pa.Table.from_pydict(rows, schema=schema.REVIEWS)
-    item_ids = sorted(set(rows["item_id"]))
-    if meta is not None:
-        m = {r["asin"]: r for r in meta if r["asin"] in set(item_ids)}
-        titles = [str(m.get(i, {}).get("title") or "") for i in item_ids]
-        descs = [str(m.get(i, {}).get("description") or "") for i in item_ids]
-    else:
-        titles = descs = [""] * len(item_ids)
-    items = pa.Table.from_pydict(
-        {"item_id": item_ids, "title": titles, "description": descs}, schema=schema.ITEMS
-    )
-    pq.write_table(reviews, out_dir / "reviews.parquet")
-    pq.write_table(items, out_dir / "items.parquet")
-    pq.write_table(
-        pa.Table.from_pydict(samples, schema=schema.SAMPLES), out_dir / "samples.parquet"
-    )
-    split_counts = {s: samples["split"].count(s) for s in SAMPLE_SPLITS}
-    return {
-        "input_rows": len(rows["review_id"]),
-        "users": len(keep_users),
-        "items": len(item_ids),
-        "reviews": reviews.num_rows,
-        "samples": split_counts,
-        "profile_reviews_excluded_same_timestamp": excluded,
-    }
+def benchmark(prep: Stage) -> Benchmark:
+    """The benchmark of a prepare stage, loaded once per (directory, key)."""
+    k = (str(prep.dir.resolve()), prep.key())
+    if k not in _BENCHES:
+        _BENCHES.clear()
+        _BENCHES[k] = Benchmark(prep.dir)
+    return _BENCHES[k]

@@ -23,9 +23,8 @@ from peerdiff.errors import MissingStageError
 from peerdiff.stage import Stage, fingerprint
 from peerdiff.stages.common import (
     SOFT_FORMAT,
-    injector,
+    MethodSplit,
     target_ids,
-    token_counter,
     train_samples,
 )
 from peerdiff.stages.data import Data
@@ -118,17 +117,13 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         return st
     t0 = time.time()
     be = backends.local  # training always runs in transformers
-    m = spec.build(cfg)
     settings = train_settings(cfg, name)
-    inj = injector(m, backends)
-    ctx = data.context(cfg, spec.needs, token_counter(be))
     items = train_samples(cfg, data.bench)
-    P = m.prompts(items, ctx)
-    n = cfg.train.max_target_tokens
-    examples = [
-        Example(be.encode(c, True), target_ids(be.tokenizer, data.bench.texts[s.target], n))
-        for s, c in zip(items, P.conversations)
-    ]
+    ms = MethodSplit(cfg, name, "train", data, backends, items=items)
+    m, inj = ms.method, ms.injector()
+    P = ms.prompts(be)
+    targets = ms.targets(be.tokenizer, cfg.train.max_target_tokens)
+    examples = [Example(p, t) for p, t in zip(ms.encoded(be), targets)]
     torch.manual_seed(cfg.seed)
     dim = data.vectors.shape[1] if data.emb is not None else 1
     acfg = m.adapter_config(dim, be.model.config.hidden_size)
@@ -140,7 +135,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
     if hasattr(adapter, "fit_statistics"):
         adapter.fit_statistics(P.features)
     val = data.bench.samples("val")[: cfg.train.val_samples]
-    validate, metric = _validator(cfg, m, val, ctx, be, inj, data)
+    validate, metric = _validator(cfg, m, val, ms.context(be), be, inj, data)
     trainer = Trainer(
         be.model,
         adapter,
@@ -186,7 +181,7 @@ def _validator(cfg: RunConfig, m, val: list[Sample], ctx, be, inj, data: Data):
     from peerdiff.generate import soft_generate_fn
     from peerdiff.methods.prompts import strip_prefix
     from peerdiff.model.adapters import soft_fn
-    from peerdiff.probe import target_nll
+    from peerdiff.model.lm import target_nll
 
     P = m.prompts(val, ctx)
     prompts = [be.encode(c, True) for c in P.conversations]
