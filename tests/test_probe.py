@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from peerdiff.config import TrainConfig
-from peerdiff.model.adapters import AdapterConfig, build_adapter, soft_fn
+from peerdiff.model.adapters import AdapterConfig, adapter_class, build_adapter, soft_fn
 from peerdiff.model.inject import Injector, add_placeholders, placeholder_names
-from peerdiff.model.lm import Example, collate, target_losses
-from peerdiff.probe import pick_donors, summarize_swap, swap_features, swap_probe, target_nll
+from peerdiff.model.lm import Example, collate, target_losses, target_nll
+from peerdiff.probe import pick_donors, summarize_swap, swap_probe
 from peerdiff.train import Trainer
 
 D, USERS, PER_USER = 12, 8, 4
@@ -68,7 +68,6 @@ def probe(task, adapter):
         tok.pad_token_id,
         adapter.eval(),
         inj,
-        "dep",
         [prompt] * len(targets),
         targets,
         feats,
@@ -119,15 +118,15 @@ def test_donors_are_other_users_with_at_least_as_many_slots():
 def test_swap_features_keeps_own_mask_and_query():
     own = {"hist": np.ones((3, 2)), "diff": np.ones((3, 2)), "mask": np.array([1, 1, 0], bool)}
     donor = {"hist": np.full((3, 2), 7.0), "diff": np.full((3, 2), 8.0), "mask": np.ones(3, bool)}
-    f = swap_features("dep", own, donor)
+    f = adapter_class("dep").swap(own, donor)
     assert (f["hist"][:2] == 7).all() and (f["hist"][2] == 0).all() and (f["diff"][:2] == 8).all()
     assert f["mask"].tolist() == [True, True, False]
-    p = swap_features(
-        "pplug", {"query": np.zeros(2)}, {"hist": np.ones((4, 2)), "mask": np.ones(4, bool)}
+    p = adapter_class("pplug").swap(
+        {"query": np.zeros(2)}, {"hist": np.ones((4, 2)), "mask": np.ones(4, bool)}
     )
     assert (p["query"] == 0).all() and p["hist"].shape == (4, 2)
     with pytest.raises(ValueError, match="needs user features"):
-        swap_features("constant", own, donor)
+        adapter_class("constant").swap(own, donor)
 
 
 def test_target_nll_matches_one_sequence_at_a_time(task):

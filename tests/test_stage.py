@@ -5,7 +5,6 @@ import os
 import pytest
 
 import peerdiff.stage as stage_mod
-
 from peerdiff.stage import Stage, atomic_path, fingerprint, read_json, write_json
 
 

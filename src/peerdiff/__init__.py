@@ -13,9 +13,13 @@ The Python entry points (imported on first use, so ``import peerdiff`` stays lig
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
-__version__ = "0.2.0"
+try:  # the one version string: pyproject.toml's, through the installed metadata
+    __version__ = importlib.metadata.version("peerdiff")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+    __version__ = "0+unknown"
 
 _LAZY = {
     "load_config": ("peerdiff.config", "load_config"),

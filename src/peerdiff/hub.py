@@ -183,11 +183,9 @@ def model_card(run_dir: Path, method: str) -> str:
 
 
 def _n_tokens(acfg: dict[str, Any]) -> int:
-    if acfg["kind"] == "dep":
-        return acfg["slots"] * (
-            int(acfg.get("use_history", True)) + int(acfg.get("use_difference", True))
-        )
-    return 1 if acfg["kind"] == "pplug" else acfg["n_constant"]
+    from peerdiff.model.adapters import AdapterConfig
+
+    return AdapterConfig.from_dict(acfg).n_tokens
 
 
 def _results(run_dir: Path, method: str) -> list[str]:

@@ -1,9 +1,9 @@
 """Target likelihood and the user-swap probe: does a method's prompt make the real review likely,
 and do a soft-prompt method's tokens carry *this* user?
 
-- :func:`target_nll`: teacher-forced NLL of each sample's real review under the method's exact
-  prompt (token prompts, or prompts whose placeholders get soft tokens). Generation metrics
-  of a small model are noisy; this is the sensitive measure.
+- :func:`peerdiff.model.lm.target_nll` (the likelihood stage's measure, beside the LM
+  forward it runs): teacher-forced NLL of each sample's real review under the method's exact
+  prompt. Generation metrics of a small model are noisy; this is the sensitive measure.
 - :func:`swap_probe`: for each sample, the same prompt text with the user's own adapter
   features and with ``K`` other users' features. ``delta = mean(NLL with donors) - NLL
   with own`` in nats per target token; ``> 0`` with an interval excluding 0 means the soft
@@ -15,7 +15,7 @@ slots as the sample's own (DEP), so the prompt and its placeholders stay the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,86 +24,6 @@ from tqdm import tqdm
 from peerdiff.model.adapters import Adapter
 from peerdiff.model.inject import Injector
 from peerdiff.model.lm import Example, collate, target_losses
-
-SoftFn = Callable[[list[int]], torch.Tensor]
-
-
-@torch.inference_mode()
-def target_nll(
-    llm,
-    pad_id: int,
-    prompts: Sequence[list[int]],
-    targets: Sequence[list[int]],
-    *,
-    soft: SoftFn | None = None,
-    injector: Injector | None = None,
-    batch_size: int = 8,
-    desc: str = "nll",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of target-token NLLs and number of target tokens, per sample.
-
-    Args:
-        prompts: token ids of each prompt (chat template applied).
-        targets: token ids of each real review (truncated, EOS appended if it fits).
-        soft: prompt indices -> ``(len(indices), n_tokens, hidden)`` soft tokens; with
-            ``injector``, for prompts with placeholders.
-
-    Returns:
-        ``(sums (n,), counts (n,))``; ``sums / counts`` is the NLL per token in nats.
-    """
-    if (soft is None) != (injector is None):
-        raise ValueError("soft and injector go together")
-    n = len(prompts)
-    sums = np.zeros(n, dtype=np.float64)
-    counts = np.array([len(t) for t in targets], dtype=np.int64)
-    device = next(llm.parameters()).device
-    order = sorted(range(n), key=lambda i: -(len(prompts[i]) + len(targets[i])))
-    bar = tqdm(total=n, desc=desc, unit="sample", disable=n <= batch_size)
-    for start in range(0, n, batch_size):
-        idx = [i for i in order[start : start + batch_size] if counts[i] > 0]
-        if not idx:
-            continue
-        batch = collate(
-            [Example(prompts[i], targets[i]) for i in idx],
-            pad_id,
-            device,
-            is_placeholder=None if injector is None else injector.table >= 0,
-        )
-        ids = batch["input_ids"]
-        if soft is not None:
-            emb = injector(ids, soft(idx).to(device))
-        else:
-            emb = llm.get_input_embeddings()(ids)
-        losses, rows = target_losses(llm, emb, batch)
-        per_row = torch.zeros(len(idx), dtype=torch.float64, device=losses.device)
-        per_row.index_add_(0, rows, losses.double())
-        sums[idx] = per_row.cpu().numpy()
-        bar.update(len(idx))
-    bar.close()
-    return sums, counts
-
-
-# ----------------------------------------------------------------------------- swap probe
-
-
-def swap_features(kind: str, own: dict[str, np.ndarray], donor: dict[str, np.ndarray]):
-    """One sample's features with the user information taken from ``donor``.
-
-    DEP: the donor's first slots (newest first) as many as the sample's own mask fills; the
-    sample's own mask, so the prompt's placeholders are unchanged. PPlug: the donor's
-    history vectors and mask, the sample's own query (the target item).
-    """
-    if kind == "dep":
-        m = own["mask"]
-        keep = m[:, None]  # (slots, 1)
-        return {
-            "hist": np.where(keep, donor["hist"], 0.0).astype(np.float32),
-            "diff": np.where(keep, donor["diff"], 0.0).astype(np.float32),
-            "mask": m.copy(),
-        }
-    if kind == "pplug":
-        return {"hist": donor["hist"], "mask": donor["mask"], "query": own["query"]}
-    raise ValueError(f"the swap probe needs user features; {kind!r} adapters have none")
 
 
 def pick_donors(
@@ -134,7 +54,6 @@ def swap_probe(
     pad_id: int,
     adapter: Adapter,
     injector: Injector,
-    kind: str,
     prompts: Sequence[list[int]],
     targets: Sequence[list[int]],
     features: dict[str, np.ndarray],
@@ -162,7 +81,7 @@ def swap_probe(
             continue
         row = {k: v[i] for k, v in features.items()}
         variants = [row] + [
-            swap_features(kind, row, {k: v[j] for k, v in features.items()}) for j in donors[i]
+            adapter.swap(row, {k: v[j] for k, v in features.items()}) for j in donors[i]
         ]
         stacked = {k: np.stack([v[k] for v in variants]) for k in row}
         V = len(variants)

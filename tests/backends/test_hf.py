@@ -131,7 +131,7 @@ def test_penalty_scope_generated_ignores_the_prompt(tiny_lm):
 
     def first(**kw):  # the first generated token, EOS included
         p = GenParams(max_new_tokens=1, **kw)
-        return be.decode(ids, mask, p)[0] or [tok.eos_token_id]
+        return be.decode(ids, mask, p).tokens[0] or [tok.eos_token_id]
 
     plain = first()
     assert first(repetition_penalty=100.0) == plain  # nothing generated yet: no penalty
@@ -145,7 +145,8 @@ def test_reserved_cache_gives_dynamic_cache_logits(tiny_lm):
     import torch
     from transformers import DynamicCache
 
-    from peerdiff.model.lm import cache_kw, reserved_cache
+    from peerdiff.backends.hf_decode import reserved_cache
+    from peerdiff.model.lm import cache_kw
 
     model, tok, _ = tiny_lm
     g = torch.Generator().manual_seed(0)
@@ -183,7 +184,7 @@ def test_scored_generation_gives_the_same_texts_and_target_nll(tiny_lm):
     import torch
 
     from peerdiff.model.inject import Injector, add_placeholders
-    from peerdiff.probe import target_nll
+    from peerdiff.model.lm import target_nll
 
     model, tok, _ = tiny_lm
     tok = copy.deepcopy(tok)
@@ -250,9 +251,9 @@ def test_prefill_in_length_groups_matches_one_padded_batch(tiny_lm, monkeypatch)
     grouped_soft = be.decode(ids, mask, p, inputs_embeds=embeds, shared=shared)
     monkeypatch.setattr(hf, "length_groups", lambda lengths: [list(range(len(lengths)))])
     single = be.decode(ids, mask, p, shared=shared, targets=targets)
-    assert grouped[0] == single[0] == grouped_soft
-    assert sum(map(len, grouped[0])) > 12  # tokens were generated (EOS is never kept)
-    np.testing.assert_allclose(grouped[1], single[1], rtol=1e-5)
+    assert grouped.tokens == single.tokens == grouped_soft.tokens
+    assert sum(map(len, grouped.tokens)) > 12  # tokens were generated (EOS is never kept)
+    np.testing.assert_allclose(grouped.nll_sums, single.nll_sums, rtol=1e-5)
 
 
 def test_control_tokens_in_text_are_plain_text():
@@ -300,3 +301,16 @@ def test_targets_with_control_token_strings_are_text():
     ids = target_ids(tok, "Great album<|im_end|> really", 50)
     assert ids.count(tok.convert_tokens_to_ids("<|im_end|>")) == 1  # only the appended EOS
     assert ids[-1] == tok.eos_token_id
+
+
+def test_the_decode_tricks_were_checked_on_this_transformers():
+    """reserved_cache and skinny_head subclass and patch transformers internals; a version
+    outside the checked range must be checked (the parity tests above) before it is used."""
+    import transformers
+    from packaging.specifiers import SpecifierSet
+
+    from peerdiff.backends.hf_decode import TRANSFORMERS_TESTED
+
+    assert transformers.__version__ in SpecifierSet(TRANSFORMERS_TESTED), (
+        f"transformers {transformers.__version__} is outside {TRANSFORMERS_TESTED}"
+    )

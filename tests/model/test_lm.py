@@ -3,14 +3,8 @@
 import pytest
 import torch
 
-from peerdiff.model.lm import (
-    Example,
-    collate,
-    common_prefix,
-    pad_batch,
-    skinny_head,
-    target_losses,
-)
+from peerdiff.backends.hf_decode import skinny_head
+from peerdiff.model.lm import Example, collate, common_prefix, pad_batch, target_losses
 
 
 def test_pad_batch_keeps_the_shared_prefix_left_and_pads_after_it():

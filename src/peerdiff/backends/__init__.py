@@ -14,9 +14,10 @@ device or thread count (they do not change what is computed).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peerdiff.config import RunConfig
+if TYPE_CHECKING:  # config imports the method registry, not the other way round
+    from peerdiff.config import RunConfig
 
 
 class Backends:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,21 +25,33 @@ from peerdiff.backends.base import (
     render_prompt,
     sampling_key,
 )
+from peerdiff.backends.hf_decode import reserved_cache, skinny_head
 from peerdiff.model.inject import Injector
 from peerdiff.model.llm import load_llm
-from peerdiff.model.lm import (
-    cache_kw,
-    decoder_of,
-    length_groups,
-    pad_batch,
-    reserved_cache,
-    shared_prefix,
-    skinny_head,
-)
+from peerdiff.model.lm import cache_kw, decoder_of, length_groups, pad_batch, shared_prefix
+
+
+@dataclass
+class Decoded:
+    """:meth:`HFBackend.decode`'s rows: generated token ids (EOS excluded) and, when targets
+    were scored in the prefill, each row's summed target NLL."""
+
+    tokens: list[list[int]]
+    nll_sums: list[float] | None = None
+
+
+@dataclass
+class Generation:
+    """A batch of prompts' outputs, in input order: texts, why each ended (``stop`` or
+    ``length``: the budget ran out first) and, when targets were scored, their NLL sums."""
+
+    texts: list[str]
+    finish: list[str]
+    nll_sums: list[float] | None = None
 
 
 def _with_skinny_head(method):
-    """Run a backend method with :func:`~peerdiff.model.lm.skinny_head` on its model."""
+    """Run a backend method with :func:`~peerdiff.backends.hf_decode.skinny_head` on its model."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -104,8 +117,8 @@ class HFBackend:
         self, conversations: Sequence[list[Message]], params: GenParams, desc: str = "generate"
     ) -> list[Completion]:
         """Replies with their finish reason (``length`` when the budget ran out first)."""
-        out = self._generate([self.encode(c) for c in conversations], params, desc, full=True)
-        return out
+        g = self._generate([self.encode(c) for c in conversations], params, desc)
+        return [Completion(t, finish_reason=f) for t, f in zip(g.texts, g.finish)]
 
     def generate_ids(
         self,
@@ -119,7 +132,7 @@ class HFBackend:
         this way): rows then share one :func:`~peerdiff.backends.base.sampling_key` and
         each keeps its own token budget and repetition penalty.
         """
-        return self._generate(prompts, params, desc)
+        return self._generate(prompts, params, desc).texts
 
     batch_key = staticmethod(sampling_key)
 
@@ -145,7 +158,8 @@ class HFBackend:
         """
         if (soft_fn is None) != (injector is None):
             raise ValueError("soft_fn and injector go together")
-        return self._generate(prompts, params, desc, soft_fn, injector, targets=targets)
+        g = self._generate(prompts, params, desc, soft_fn, injector, targets=targets)
+        return g.texts, g.nll_sums
 
     def generate_soft(
         self,
@@ -161,7 +175,7 @@ class HFBackend:
             soft_fn: prompt indices -> ``(len(indices), n_tokens, hidden)`` soft tokens.
             injector: maps placeholder ids to soft-token positions (``model.inject``).
         """
-        return self._generate(prompts, params, desc, soft_fn, injector)
+        return self._generate(prompts, params, desc, soft_fn, injector).texts
 
     def _generate(
         self,
@@ -170,17 +184,17 @@ class HFBackend:
         desc: str,
         soft_fn: Callable[[list[int]], torch.Tensor] | None = None,
         injector: Injector | None = None,
-        full: bool = False,
         targets: Sequence[list[int]] | None = None,
-    ) -> list | tuple[list, list[float]]:
+    ) -> Generation:
         rows = per_row(params, len(prompts))
         if len({sampling_key(p) for p in rows}) > 1:
             raise ValueError("prompts generated together must share their sampling settings")
         params = rows[0] if rows else params
         placeholders = injector.table >= 0 if injector is not None else None
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        out: list[str] = [""] * len(prompts)
-        nll = [0.0] * len(prompts)
+        out = Generation([""] * len(prompts), ["stop"] * len(prompts))
+        if targets is not None:
+            out.nll_sums = [0.0] * len(prompts)
         pad = self.tokenizer.pad_token_id
         bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=len(prompts) <= 1)
         for b, start in enumerate(range(0, len(order), self.batch_size)):
@@ -192,20 +206,17 @@ class HFBackend:
             gen = torch.Generator(device="cpu").manual_seed(params.seed + b)
             emb = injector(ids, soft_fn(idx).to(self.device)) if soft_fn is not None else None
             tg = None if targets is None else [targets[i] for i in idx]
-            decoded = self.decode(ids, mask, [rows[i] for i in idx], emb, gen, shared, tg)
-            if tg is not None:
-                decoded, sums = decoded
-                for row, v in enumerate(sums):
-                    nll[idx[row]] = v
-            for row, toks in enumerate(decoded):
-                text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
-                if full:  # EOS is never kept: a full-length output ran out of budget
-                    done = "length" if len(toks) >= rows[idx[row]].max_new_tokens else "stop"
-                    text = Completion(text, finish_reason=done)
-                out[idx[row]] = text
+            d = self.decode(ids, mask, [rows[i] for i in idx], emb, gen, shared, tg)
+            for row, toks in enumerate(d.tokens):
+                i = idx[row]
+                out.texts[i] = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                # EOS is never kept: a full-length output ran out of budget
+                out.finish[i] = "length" if len(toks) >= rows[i].max_new_tokens else "stop"
+                if d.nll_sums is not None:
+                    out.nll_sums[i] = d.nll_sums[row]
             bar.update(len(idx))
         bar.close()
-        return out if targets is None else (out, nll)
+        return out
 
     @torch.inference_mode()
     @_with_skinny_head
@@ -218,7 +229,7 @@ class HFBackend:
         generator: torch.Generator | None = None,
         shared: int = 0,
         targets: Sequence[list[int]] | None = None,
-    ) -> list[list[int]] | tuple[list[list[int]], list[float]]:
+    ) -> Decoded:
         """Batched decoding with a KV cache; finished rows leave the batch.
 
         Args:
@@ -235,8 +246,8 @@ class HFBackend:
                 returned too.
 
         Returns:
-            The generated token ids of each row (EOS excluded); with ``targets``,
-            ``(ids, nll_sums)``.
+            The generated token ids of each row (EOS excluded) and, with ``targets``, the
+            summed NLL of each row's target.
 
         The repetition penalty (CTRL / transformers semantics: positive logits divided,
         negative multiplied) covers the row's generated tokens, and with
@@ -302,7 +313,7 @@ class HFBackend:
                 .float()
             )
             nxt_pos = nxt_pos + 1
-        return outs if sums is None else (outs, sums)
+        return Decoded(outs, sums)
 
     def _prefill(
         self,

@@ -40,6 +40,7 @@ from peerdiff.config.sections import (
     TrainConfig,
 )
 from peerdiff.errors import ConfigError
+from peerdiff.methods import names  # the registry (imports no method module)
 
 __all__ = [
     "PRESETS",
@@ -95,8 +96,6 @@ class RunConfig:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
-        from peerdiff.methods import names  # the registry (imports no method module)
-
         for m in self.methods:
             if m not in names():
                 raise ConfigError(f"methods: {m!r} is not one of {list(names())}")

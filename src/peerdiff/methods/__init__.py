@@ -7,12 +7,15 @@ load torch.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from peerdiff.config import RunConfig
 from peerdiff.errors import ConfigError
 from peerdiff.methods.base import Call, Context, Method, Prompts, Spec
+
+if TYPE_CHECKING:  # config imports the method registry, not the other way round
+    from peerdiff.config import RunConfig
 
 __all__ = ["Call", "Context", "Method", "Prompts", "Spec", "build", "get", "names"]
 
@@ -31,24 +34,22 @@ def _rag(cfg: RunConfig):
     return RAG(k=cfg.rag.k, tokenizer=cfg.rag.tokenizer)
 
 
-def _pipeline(name: str):
-    def build(cfg: RunConfig):
-        from peerdiff.methods.dpl import DPL
-        from peerdiff.methods.drp import DRP
-        from peerdiff.methods.pag import PAG
+def _class(path: str):
+    """``module:Class`` imported on first use."""
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
-        return {"pag": PAG, "dpl": DPL, "drp": DRP}[name](cfg.pipeline, cfg.rag.tokenizer)
+
+def _pipeline(path: str):
+    def build(cfg: RunConfig):
+        return _class(path)(cfg.pipeline, cfg.rag.tokenizer)
 
     return build
 
 
-def _soft(name: str, kind: str, **flags: Any):
+def _soft(name: str, path: str, **flags: Any):
     def build(cfg: RunConfig):
-        from peerdiff.methods.constant import Constant
-        from peerdiff.methods.dep import DEP
-        from peerdiff.methods.pplug import PPlug
-
-        return {"dep": DEP, "pplug": PPlug, "constant": Constant}[kind](name, cfg, **flags)
+        return _class(path)(name, cfg, **flags)
 
     return build
 
@@ -108,7 +109,7 @@ _register(
 _register(
     Spec(
         "pag",
-        _pipeline("pag"),
+        _pipeline("peerdiff.methods.pag:PAG"),
         _pipeline_settings,
         roles=("summarizer", "generator"),
         summary="+ a profile summary of retrieved past reviews",
@@ -117,7 +118,7 @@ _register(
 _register(
     Spec(
         "dpl",
-        _pipeline("dpl"),
+        _pipeline("peerdiff.methods.dpl:DPL"),
         _pipeline_settings,
         needs=frozenset({"vectors", "known_user"}),
         roles=("extractor", "summarizer", "generator"),
@@ -127,7 +128,7 @@ _register(
 _register(
     Spec(
         "drp",
-        _pipeline("drp"),
+        _pipeline("peerdiff.methods.drp:DRP"),
         _pipeline_settings,
         needs=frozenset({"vectors", "known_user"}),
         roles=("extractor", "validator", "summarizer", "generator"),
@@ -146,26 +147,28 @@ for _name, _flags, _summary in (
     _register(
         Spec(
             _name,
-            _soft(_name, "dep", **_flags),
+            _soft(_name, "peerdiff.methods.dep:DEP", **_flags),
             _dep_settings,
             _DEP_NEEDS,
             group=_group,
+            user_features=_name != "dep-mean",
             summary=_summary,
         )
     )
 _register(
     Spec(
         "pplug",
-        _soft("pplug", "pplug"),
+        _soft("pplug", "peerdiff.methods.pplug:PPlug"),
         lambda c: {**_item_prompt(c), "pplug": _section(c, "pplug")},
         frozenset({"vectors", "adapter", "known_user"}),
+        user_features=True,
         summary="one persona token from attention over history vectors",
     )
 )
 _register(
     Spec(
         "constant",
-        _soft("constant", "constant"),
+        _soft("constant", "peerdiff.methods.constant:Constant"),
         lambda c: {
             **_item_prompt(c),
             "constant": _section(c, "constant"),

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from peerdiff.backends.base import Message
-from peerdiff.config import PromptConfig, RunConfig
 from peerdiff.data.benchmark import Benchmark
 from peerdiff.data.schema import Sample
+
+if TYPE_CHECKING:  # config imports the method registry, not the other way round
+    from peerdiff.config import PromptConfig, RunConfig
 
 # (step name, role, ids, conversations, max_new_tokens) -> raw outputs, cached per id
 Call = Callable[[str, str, Sequence[str], Sequence[list[Message]], int], list[str]]
@@ -72,6 +74,8 @@ class Spec:
         build: config -> the method.
         settings: config -> exactly the settings its prompts read (part of stage keys).
         group: ``baseline``, ``control`` (no user information by design) or ``dep``.
+        user_features: its adapter reads per-user features (the swap probe applies; not
+            ``dep-mean``, whose adapter reads the training means).
         summary: one line for tables and the README.
     """
 
@@ -81,6 +85,7 @@ class Spec:
     needs: frozenset[str] = frozenset()
     roles: tuple[str, ...] = ("generator",)
     group: str = "baseline"
+    user_features: bool = False
     summary: str = ""
 
     @property

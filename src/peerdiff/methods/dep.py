@@ -30,7 +30,7 @@ from peerdiff.data.schema import Sample
 from peerdiff.methods import prompts
 from peerdiff.methods.base import Call, Context, Prompts
 from peerdiff.methods.soft import STYLE_LABEL, SoftMethod, token_line_conversation
-from peerdiff.model.inject import GROUP_NAMES
+from peerdiff.model.inject import placeholder
 
 NOTE_COMPACT = (
     "Each past review line ends with two soft prompts: one encodes the review, the other how "
@@ -91,7 +91,7 @@ class DEP(SoftMethod):
     def conversation(self, sample: Sample, ctx: Context) -> list[Message]:
         c = self.adapter_config()
         if self.cfg.dep.layout == "tokens":
-            names = [f"[{GROUP_NAMES[g]}_{k}]" for k in range(c.slots) for g in c.groups]
+            names = [placeholder(g, k) for k in range(c.slots) for g in c.groups]
             return token_line_conversation(sample, ctx, STYLE_LABEL, names)
         return self._text_conversation(sample, ctx, c.use_history, c.use_difference)[0]
 
@@ -109,17 +109,11 @@ class DEP(SoftMethod):
             r = bench.review(int(slots[k]))
             tokens = ""
             if use_history:
-                tokens += (
-                    f"[HIS_TOKEN_{k}]"
-                    if d.compact
-                    else f"  - [Review Embedding]: [HIS_TOKEN_{k}]\n"
-                )
+                htok = placeholder("hist", k)
+                tokens += htok if d.compact else f"  - [Review Embedding]: {htok}\n"
             if use_difference:
-                tokens += (
-                    f"[DIFF_TOKEN_{k}]"
-                    if d.compact
-                    else f"  - [Review Difference Embedding]: [DIFF_TOKEN_{k}]\n"
-                )
+                dtok = placeholder("diff", k)
+                tokens += dtok if d.compact else f"  - [Review Difference Embedding]: {dtok}\n"
             if d.compact:
                 text = f" {prompts.clip(r.text, pc.max_review_chars)}" if k < d.text_reviews else ""
                 item = bench.item(r.item_id).title

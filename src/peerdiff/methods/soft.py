@@ -64,8 +64,7 @@ class SoftMethod:
     def placeholders(self) -> list[str]:
         """Placeholder token names in soft-token order (the adapter's output order)."""
         c = self.adapter_config()
-        per = c.slots if c.kind == "dep" else c.n_tokens
-        return placeholder_names(c.groups, per)
+        return placeholder_names(c.groups, c.tokens_per_group)
 
     def lr(self) -> float:
         """This method's learning rate (its section's ``lr``, else ``train.lr``)."""

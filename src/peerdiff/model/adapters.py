@@ -8,8 +8,11 @@
 - :class:`ConstantPrompt`: the same number of learned soft tokens with no user information;
   a control that separates "learned review style" from "learned this user".
 
-All share one interface: ``forward(features) -> (soft (batch, n_tokens, hidden), aux_losses)``
-and ``adapter_params()`` (what trains). Sizes derive from the encoder and LLM dimensions.
+Each is registered under its ``kind`` (:func:`register_adapter`, as PEFT registers its
+methods) and says what it is (:class:`AdapterBase`: token groups, user features, how the
+probe swaps them); nothing outside this module switches on ``kind``. All share one
+interface: ``forward(features) -> (soft (batch, n_tokens, hidden), aux_losses)`` and
+``adapter_params()`` (what trains). Sizes derive from the encoder and LLM dimensions.
 Saved as ``adapter.safetensors`` + ``adapter_config.json`` (a few MB), loadable on top of the
 named base LLM.
 
@@ -30,9 +33,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -87,8 +90,7 @@ class AdapterConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.kind == "dep" and not (self.use_history or self.use_difference):
-            raise ValueError("a DEP adapter needs use_history or use_difference")
+        cls = adapter_class(self.kind)
         if self.init not in ("reference", "torch"):
             raise ValueError(f"adapter init {self.init!r} is not one of reference, torch")
         if self.features not in ("raw", "center", "standardize"):
@@ -101,19 +103,94 @@ class AdapterConfig:
             raise ValueError(f"adapter dropout_unit {self.dropout_unit!r}: slot or sample")
         if self.sae_hidden is None:
             self.sae_hidden = max(1, self.encoder_dim // 2)
+        cls.check(self)
 
     @property
     def groups(self) -> list[str]:
-        """Placeholder groups in prompt order: ``his``/``diff`` (DEP), ``persona``, ``soft``."""
-        if self.kind == "dep":
-            return [g for g, on in (("his", self.use_history), ("diff", self.use_difference)) if on]
-        return ["persona"] if self.kind == "pplug" else ["soft"]
+        """Placeholder groups in prompt order: ``hist``/``diff`` (DEP), ``persona``, ``soft``."""
+        return adapter_class(self.kind).groups(self)
+
+    @property
+    def tokens_per_group(self) -> int:
+        return adapter_class(self.kind).tokens_per_group(self)
 
     @property
     def n_tokens(self) -> int:
-        if self.kind == "dep":
-            return self.slots * len(self.groups)
-        return 1 if self.kind == "pplug" else self.n_constant
+        return self.tokens_per_group * len(self.groups)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AdapterConfig:
+        """From a saved ``adapter_config.json`` (keys this version does not know are left)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ----------------------------------------------------------------------------- registry
+
+ADAPTERS: dict[str, type[AdapterBase]] = {}
+
+
+def register_adapter(kind: str):
+    """Class decorator: the adapter class of ``AdapterConfig.kind == kind``."""
+
+    def add(cls):
+        cls.kind = kind
+        ADAPTERS[kind] = cls
+        return cls
+
+    return add
+
+
+def adapter_class(kind: str) -> type[AdapterBase]:
+    try:
+        return ADAPTERS[kind]
+    except KeyError:
+        raise ValueError(f"unknown adapter kind {kind!r}; known: {sorted(ADAPTERS)}") from None
+
+
+class AdapterBase(nn.Module):
+    """What every registered adapter says about itself; the rest of the code asks this, never
+    the ``kind`` string.
+
+    ``forward(features) -> (soft (batch, n_tokens, hidden), aux_losses)``;
+    ``adapter_params()``: what trains.
+    """
+
+    kind: ClassVar[str]
+    user_features: ClassVar[bool] = False  # reads per-user features (the swap probe applies)
+
+    def __init__(self, cfg: AdapterConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    @classmethod
+    def check(cls, cfg: AdapterConfig) -> None:
+        """Refuse settings this adapter cannot build (``ValueError``)."""
+
+    @classmethod
+    def groups(cls, cfg: AdapterConfig) -> list[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def tokens_per_group(cls, cfg: AdapterConfig) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def draws_tokens(cls, cfg: AdapterConfig) -> bool:
+        """Whether a fresh adapter starts from vocabulary rows (:func:`build_adapter`)."""
+        return False
+
+    @classmethod
+    def create(cls, cfg: AdapterConfig, init: torch.Tensor | None) -> AdapterBase:
+        return cls(cfg)
+
+    @staticmethod
+    def swap(own: dict[str, np.ndarray], donor: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One sample's features with the user information taken from ``donor``."""
+        raise ValueError("the swap probe needs user features; this adapter has none")
+
+    def adapter_params(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
 
 
 def to_tensors(
@@ -163,7 +240,8 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-class DEPAdapter(nn.Module):
+@register_adapter("dep")
+class DEPAdapter(AdapterBase):
     """Features: ``hist, diff: (batch, slots, dim)``, ``mask: (batch, slots)``.
 
     Buffers ``mean_<group>`` ``(dim,)`` and ``scale_<group>`` ``()`` hold the training
@@ -180,9 +258,10 @@ class DEPAdapter(nn.Module):
     training means with probability p (shrinkage towards ``dep-mean``).
     """
 
+    user_features = True
+
     def __init__(self, cfg: AdapterConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         d, h, H = cfg.encoder_dim, cfg.sae_hidden, cfg.llm_hidden
         self.sae = SparseAutoEncoder(d, h, cfg.rho) if cfg.use_sae else None
         inp = h if cfg.use_sae else d
@@ -201,8 +280,43 @@ class DEPAdapter(nn.Module):
                     nn.init.zeros_(mlp[-1].weight)
                     nn.init.zeros_(mlp[-1].bias)
 
-    def adapter_params(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+    @classmethod
+    def check(cls, cfg: AdapterConfig) -> None:
+        if not (cfg.use_history or cfg.use_difference):
+            raise ValueError("a DEP adapter needs use_history or use_difference")
+
+    @classmethod
+    def groups(cls, cfg: AdapterConfig) -> list[str]:
+        return [g for g, on in (("hist", cfg.use_history), ("diff", cfg.use_difference)) if on]
+
+    @classmethod
+    def tokens_per_group(cls, cfg: AdapterConfig) -> int:
+        return cfg.slots
+
+    @classmethod
+    def draws_tokens(cls, cfg: AdapterConfig) -> bool:
+        return cfg.residual
+
+    @classmethod
+    def create(cls, cfg: AdapterConfig, init: torch.Tensor | None) -> DEPAdapter:
+        adapter = cls(cfg)
+        if init is not None and adapter.base is not None:
+            G, n = len(cfg.groups), cfg.n_tokens
+            with torch.no_grad():  # prompt order (slot-major) -> output order (group-major)
+                adapter.base.copy_(init.view(cfg.slots, G, -1).transpose(0, 1).reshape(n, -1))
+        return adapter
+
+    @staticmethod
+    def swap(own: dict[str, np.ndarray], donor: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The donor's first slots (newest first), as many as the sample's own mask fills;
+        the sample's own mask, so the prompt's placeholders are unchanged."""
+        m = own["mask"]
+        keep = m[:, None]  # (slots, 1)
+        return {
+            "hist": np.where(keep, donor["hist"], 0.0).astype(np.float32),
+            "diff": np.where(keep, donor["diff"], 0.0).astype(np.float32),
+            "mask": m.copy(),
+        }
 
     @torch.no_grad()
     def fit_statistics(self, features: dict) -> None:
@@ -249,9 +363,7 @@ class DEPAdapter(nn.Module):
 
     def forward(self, f: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         K = self.cfg.slots
-        groups = [
-            g for g, on in (("hist", self.cfg.use_history), ("diff", self.cfg.use_difference)) if on
-        ]
+        groups = self.cfg.groups
         drop = self._dropped(f["mask"])
         raw = [self._inputs(f, g, drop) for g in groups]
         x = torch.cat(raw, dim=1)  # (batch, groups * K, dim)
@@ -275,16 +387,18 @@ class DEPAdapter(nn.Module):
         return soft, aux
 
 
-class PPlugAdapter(nn.Module):
+@register_adapter("pplug")
+class PPlugAdapter(AdapterBase):
     """Features: ``hist: (batch, n, dim)``, ``mask: (batch, n)``, ``query: (batch, dim)``.
 
     ``w = softmax_i((W q) . e_i)`` over valid history items; ``persona = sum_i w_i e_i``;
     one soft token ``MLP(persona)``.
     """
 
+    user_features = True
+
     def __init__(self, cfg: AdapterConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         d = cfg.encoder_dim
         self.query_proj = nn.Linear(d, d, bias=False)
         with torch.no_grad():
@@ -293,8 +407,18 @@ class PPlugAdapter(nn.Module):
         if cfg.init == "reference":
             reference_init(self.projector)
 
-    def adapter_params(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+    @classmethod
+    def groups(cls, cfg: AdapterConfig) -> list[str]:
+        return ["persona"]
+
+    @classmethod
+    def tokens_per_group(cls, cfg: AdapterConfig) -> int:
+        return 1
+
+    @staticmethod
+    def swap(own: dict[str, np.ndarray], donor: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The donor's history vectors and mask, the sample's own query (the target item)."""
+        return {"hist": donor["hist"], "mask": donor["mask"], "query": own["query"]}
 
     def forward(self, f: Features) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         q = self.query_proj(f["query"])  # (batch, dim)
@@ -305,7 +429,8 @@ class PPlugAdapter(nn.Module):
         return self.projector(persona).unsqueeze(1), {}
 
 
-class ConstantPrompt(nn.Module):
+@register_adapter("constant")
+class ConstantPrompt(AdapterBase):
     """``n_constant`` learned soft tokens, the same for every user.
 
     Args:
@@ -314,11 +439,26 @@ class ConstantPrompt(nn.Module):
     """
 
     def __init__(self, cfg: AdapterConfig, init: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         if init is None:
             init = torch.randn(cfg.n_constant, cfg.llm_hidden) * 0.02
         self.tokens = nn.Parameter(init.detach().clone().float())
+
+    @classmethod
+    def groups(cls, cfg: AdapterConfig) -> list[str]:
+        return ["soft"]
+
+    @classmethod
+    def tokens_per_group(cls, cfg: AdapterConfig) -> int:
+        return cfg.n_constant
+
+    @classmethod
+    def draws_tokens(cls, cfg: AdapterConfig) -> bool:
+        return True
+
+    @classmethod
+    def create(cls, cfg: AdapterConfig, init: torch.Tensor | None) -> ConstantPrompt:
+        return cls(cfg, init)
 
     def adapter_params(self) -> list[nn.Parameter]:
         return [self.tokens]
@@ -328,7 +468,7 @@ class ConstantPrompt(nn.Module):
         return self.tokens.unsqueeze(0).expand(b, -1, -1), {}
 
 
-Adapter = DEPAdapter | PPlugAdapter | ConstantPrompt
+Adapter = AdapterBase
 
 
 def build_adapter(cfg: AdapterConfig, embedding: nn.Embedding | None = None) -> Adapter:
@@ -340,21 +480,12 @@ def build_adapter(cfg: AdapterConfig, embedding: nn.Embedding | None = None) -> 
     positions (DEP's placeholders alternate ``[HIS_k][DIFF_k]`` in the prompt, its outputs
     are grouped, hence the reordering).
     """
+    cls = adapter_class(cfg.kind)
     init = None
-    n = cfg.n_tokens
-    if embedding is not None and (cfg.kind == "constant" or cfg.residual):
-        idx = torch.randint(0, embedding.weight.shape[0], (n,))
+    if embedding is not None and cls.draws_tokens(cfg):
+        idx = torch.randint(0, embedding.weight.shape[0], (cfg.n_tokens,))
         init = embedding.weight[idx].detach().clone().float()
-    if cfg.kind == "dep":
-        adapter = DEPAdapter(cfg)
-        if init is not None and adapter.base is not None:
-            G = len(cfg.groups)
-            with torch.no_grad():  # prompt order (slot-major) -> output order (group-major)
-                adapter.base.copy_(init.view(cfg.slots, G, -1).transpose(0, 1).reshape(n, -1))
-        return adapter
-    if cfg.kind == "pplug":
-        return PPlugAdapter(cfg)
-    return ConstantPrompt(cfg, init)
+    return cls.create(cfg, init)
 
 
 def save_adapter(adapter: Adapter, directory: str | Path) -> None:
@@ -374,7 +505,7 @@ def load_adapter(directory: str | Path, device: str | torch.device = "cpu") -> A
     """Load an adapter saved by :func:`save_adapter`, in inference mode (``.train()`` to
     train it further: feature dropout acts only in training)."""
     d = Path(directory)
-    cfg = AdapterConfig(**json.loads((d / CONFIG_NAME).read_text()))
+    cfg = AdapterConfig.from_dict(json.loads((d / CONFIG_NAME).read_text()))
     adapter = build_adapter(cfg)
     adapter.load_state_dict(load_file(str(d / WEIGHTS_NAME)), strict=True)
     return adapter.to(device).eval()

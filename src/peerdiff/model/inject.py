@@ -11,16 +11,21 @@ import torch
 from torch import nn
 
 GROUP_NAMES = {
-    "his": "HIS_TOKEN",
+    "hist": "HIS_TOKEN",
     "diff": "DIFF_TOKEN",
     "persona": "PERSONA_TOKEN",
     "soft": "SOFT_TOKEN",
 }
 
 
+def placeholder(group: str, i: int) -> str:
+    """The placeholder of soft token ``i`` of ``group``: ``[HIS_TOKEN_3]``."""
+    return f"[{GROUP_NAMES[group]}_{i}]"
+
+
 def placeholder_names(groups: list[str], per_group: int) -> list[str]:
     """``[HIS_TOKEN_0] .. [HIS_TOKEN_7], [DIFF_TOKEN_0] ..`` in soft-token order."""
-    return [f"[{GROUP_NAMES[g]}_{i}]" for g in groups for i in range(per_group)]
+    return [placeholder(g, i) for g in groups for i in range(per_group)]
 
 
 def add_placeholders(tokenizer, names: list[str]) -> list[int]:
