@@ -50,8 +50,6 @@ class Service:
         max_batch: int = 16,
         max_wait: float = 0.02,
     ) -> None:
-        from peerdiff.model.adapters import load_adapter
-
         self.cfg = cfg
         self.backends = backends or Backends(cfg)
         self.data = stages.data(cfg, list(methods.names()))
@@ -70,10 +68,9 @@ class Service:
             except MissingStageError as e:
                 self.unavailable[n] = str(e)
                 continue
-            m = self.methods[n]
-            inj = stages.common.injector(m, self.backends)
-            ad = load_adapter(st.path("best"), self.backends.local.device).eval()
-            self.soft[n] = SoftEntry(m, inj, ad)
+            ms = stages.MethodSplit(cfg, n, "test", self.data, self.backends, st, items=[])
+            ad = ms.load_adapter(self.backends.local.device)
+            self.soft[n] = SoftEntry(ms.method, ms.injector(), ad)
 
     def context(self, name: str, bench) -> Any:
         """The method's context over ``bench`` (call on the worker: it counts tokens)."""
