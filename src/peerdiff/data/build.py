@@ -26,6 +26,7 @@ i; base profiles never contain a target, so no target text can reach any feature
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,64 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     }
 
 
+@dataclass
+class _Rows:
+    """The raw review columns the protocol reads (codes for users and items), the rows still
+    kept, and how many each filter dropped."""
+
+    user: np.ndarray
+    user_ids: np.ndarray
+    item: np.ndarray
+    item_ids: np.ndarray
+    ts: np.ndarray
+    line: np.ndarray
+    thash: np.ndarray
+    text_len: np.ndarray
+    title_len: np.ndarray
+    keep: np.ndarray
+    drops: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def read(cls, raw_reviews: str | Path) -> _Rows:
+        cols = ["user_id", "item_id", "timestamp", "line", "text_hash", "text_len", "title_len"]
+        raw = pq.read_table(raw_reviews, columns=cols)
+        user, user_ids = _encode(raw["user_id"])
+        item, item_ids = _encode(raw["item_id"])
+        return cls(
+            user,
+            user_ids,
+            item,
+            item_ids,
+            raw["timestamp"].to_numpy(),
+            raw["line"].to_numpy(),
+            raw["text_hash"].to_numpy(),
+            raw["text_len"].to_numpy(),
+            raw["title_len"].to_numpy(),
+            np.ones(raw.num_rows, dtype=bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def drop(self, mask: np.ndarray, reason: str) -> None:
+        """Drop the kept rows in ``mask``, counted under ``reason``."""
+        self.drops[reason] += int((self.keep & mask).sum())
+        self.keep &= ~mask
+
+
+@dataclass
+class _HeldOut:
+    """Kept rows sorted by user, time and file order (``order``: raw row indices), each
+    marked as a base-profile row or a held-out row (a target)."""
+
+    order: np.ndarray
+    u_sorted: np.ndarray
+    counts: np.ndarray  # rows per user, in sorted order
+    base: np.ndarray
+    held: np.ndarray
+    too_few: np.ndarray
+
+
 def build_benchmark(
     raw_reviews: str | Path,
     raw_items: str | Path | None,
@@ -194,147 +253,200 @@ def build_benchmark(
 ) -> dict[str, Any]:
     """Apply the protocol to raw Parquet tables and write ``reviews``, ``items``, ``samples``.
 
+    The steps, in order: text filters; the item-metadata filter; duplicates (newest kept);
+    the iterative k-core; the chronological hold-out; the iterative profile filter; the
+    seeded user subsample; samples with their profiles; the output tables.
+
     Returns:
         The statistics dictionary (also used for the printed summary).
     """
-    out_dir = Path(out_dir)
-    p = protocol
-    drops: Counter = Counter()
-    cols = ["user_id", "item_id", "timestamp", "line", "text_hash", "text_len", "title_len"]
-    raw = pq.read_table(raw_reviews, columns=cols)
-    n_raw = raw.num_rows
-    user, user_ids = _encode(raw["user_id"])
-    item, item_ids = _encode(raw["item_id"])
-    ts = raw["timestamp"].to_numpy()
-    line = raw["line"].to_numpy()
-    thash = raw["text_hash"].to_numpy()
-    text_len = raw["text_len"].to_numpy()
-    title_len = raw["title_len"].to_numpy()
-    del raw
+    out_dir, p = Path(out_dir), protocol
+    rows = _Rows.read(raw_reviews)
+    rows.drop(rows.text_len == 0, "empty text")
+    rows.drop(rows.text_len < p.min_text_chars, f"text shorter than {p.min_text_chars} chars")
+    rows.drop(rows.title_len == 0, "empty review title")
+    items_tbl, meta_drops = _filter_by_metadata(rows, raw_items, p)
+    _dedup(rows)
+    kcore_iters = _k_core(rows, p)
+    h = _hold_out(rows, p)
+    prof_iters = _profile_filter(rows, h, p)
+    _subsample_users(rows, h, max_users, seed)
 
-    keep = np.ones(n_raw, dtype=bool)
-
-    def drop(mask: np.ndarray, reason: str) -> None:
-        nonlocal keep
-        drops[reason] += int((keep & mask).sum())
-        keep &= ~mask
-
-    drop(text_len == 0, "empty text")
-    drop(text_len < p.min_text_chars, f"text shorter than {p.min_text_chars} chars")
-    drop(title_len == 0, "empty review title")
-
-    # ---- item metadata filter
-    items_tbl = None
-    meta_drops: Counter = Counter()
-    if raw_items is not None:
-        items_tbl = pq.read_table(raw_items)
-        meta_ids = np.asarray(items_tbl["item_id"].to_pylist(), dtype=object)
-        desc_len = pc.utf8_length(items_tbl["description"]).to_numpy(zero_copy_only=False)
-        title_ok = pc.utf8_length(items_tbl["title"]).to_numpy(zero_copy_only=False) > 0
-        ok = title_ok.copy()
-        meta_drops["no title"] = int((~title_ok).sum())
-        if p.require_description:
-            d_ok = (desc_len >= p.min_desc_chars) & (desc_len <= p.max_desc_chars)
-            meta_drops[f"description not {p.min_desc_chars}..{p.max_desc_chars} chars"] = int(
-                (ok & ~d_ok).sum()
-            )
-            ok &= d_ok
-        if p.require_categories:
-            c_ok = items_tbl["has_categories"].to_numpy(zero_copy_only=False)
-            meta_drops["no categories"] = int((ok & ~c_ok).sum())
-            ok &= c_ok
-        if p.require_rating_number:
-            r_ok = items_tbl["has_rating_number"].to_numpy(zero_copy_only=False)
-            meta_drops["no rating_number"] = int((ok & ~r_ok).sum())
-            ok &= r_ok
-        # hash lookups (np.isin on object arrays sorts Python strings: 30 s per call at 1e6)
-        ids = pa.array(item_ids, type=pa.string())
-        known = pc.is_in(ids, value_set=pa.array(meta_ids, type=pa.string())).to_numpy(False)
-        passing = pc.is_in(ids, value_set=pa.array(meta_ids[ok], type=pa.string())).to_numpy(False)
-        drop(~known[item], "item unknown to the metadata")
-        drop(~passing[item], "item failed the metadata filter")
-
-    # ---- dedup (newest first) among surviving rows
-    idx = np.flatnonzero(keep)
-    dkeep, n_dup_item, n_dup_text = dedup_latest_first(
-        user[idx], item[idx], thash[idx], ts[idx], line[idx]
+    final_sorted = h.base | h.held
+    final_rows = h.order[final_sorted]  # raw row indices, sorted by user, time, file order
+    # review_id = position in raw file order among kept rows (lets us stream the texts)
+    raw_keep = np.zeros(len(rows), dtype=bool)
+    raw_keep[final_rows] = True
+    review_id_of_raw = np.full(len(rows), -1, dtype=np.int64)
+    review_id_of_raw[raw_keep] = np.arange(int(raw_keep.sum()))
+    samples, split, lengths, ties_excluded, empty_profiles = _samples(
+        rows, h, final_rows, final_sorted, review_id_of_raw, p
     )
-    keep[idx[~dkeep]] = False
-    drops["repeated (user, item)"] += n_dup_item
-    drops["repeated (user, text)"] += n_dup_text
 
-    # ---- iterative k-core
-    before = int(keep.sum())
-    keep, kcore_iters = k_core(
-        user,
-        item,
-        keep,
-        len(user_ids),
-        len(item_ids),
+    out_dir.mkdir(parents=True, exist_ok=True)  # reviews stream the raw file once
+    kept_items = np.unique(rows.item[final_rows])
+    n_reviews = _write_reviews(raw_reviews, raw_keep, out_dir / "reviews.parquet")
+    items = _items_table(items_tbl, rows.item_ids[kept_items])
+    pq.write_table(items, out_dir / "items.parquet", compression="zstd")
+    pq.write_table(samples, out_dir / "samples.parquet", compression="zstd")
+
+    base_items = rows.item[h.order[h.base]]
+    ipu = np.bincount(base_items, minlength=len(rows.item_ids))
+    peers = ipu[base_items] - 1  # other users whose base profile has the item
+    split_counts = Counter(split.tolist())
+    return {
+        "input_rows": len(rows),
+        "users": int(len(np.unique(rows.user[final_rows]))),
+        "items": int(len(kept_items)),
+        "reviews": int(n_reviews),
+        "samples": {s: int(split_counts.get(s, 0)) for s in SAMPLE_SPLITS},
+        "profile_length": _stats(lengths.astype(np.int64)),
+        "peers_per_profile_review": {
+            **_stats(peers),
+            "share_with_peer": round(float((peers > 0).mean()) if len(peers) else 0.0, 4),
+        },
+        "dropped_reviews": {k: v for k, v in rows.drops.items() if v},
+        "dropped_items_by_metadata": {k: v for k, v in meta_drops.items() if v},
+        "k_core_iterations": kcore_iters,
+        "profile_filter_iterations": prof_iters,
+        "profile_reviews_excluded_same_timestamp": int(ties_excluded),
+        "samples_dropped_empty_profile": int(empty_profiles),
+        "protocol": p.__dict__,
+    }
+
+
+def _filter_by_metadata(
+    rows: _Rows, raw_items: str | Path | None, p: Protocol
+) -> tuple[pa.Table | None, Counter]:
+    """Drop reviews of items without metadata or whose metadata fails the protocol (title,
+    description length, categories, rating count); the items table and its drop counts."""
+    meta_drops: Counter = Counter()
+    if raw_items is None:
+        return None, meta_drops
+    items_tbl = pq.read_table(raw_items)
+    meta_ids = np.asarray(items_tbl["item_id"].to_pylist(), dtype=object)
+    desc_len = pc.utf8_length(items_tbl["description"]).to_numpy(zero_copy_only=False)
+    title_ok = pc.utf8_length(items_tbl["title"]).to_numpy(zero_copy_only=False) > 0
+    ok = title_ok.copy()
+    meta_drops["no title"] = int((~title_ok).sum())
+    if p.require_description:
+        d_ok = (desc_len >= p.min_desc_chars) & (desc_len <= p.max_desc_chars)
+        meta_drops[f"description not {p.min_desc_chars}..{p.max_desc_chars} chars"] = int(
+            (ok & ~d_ok).sum()
+        )
+        ok &= d_ok
+    if p.require_categories:
+        c_ok = items_tbl["has_categories"].to_numpy(zero_copy_only=False)
+        meta_drops["no categories"] = int((ok & ~c_ok).sum())
+        ok &= c_ok
+    if p.require_rating_number:
+        r_ok = items_tbl["has_rating_number"].to_numpy(zero_copy_only=False)
+        meta_drops["no rating_number"] = int((ok & ~r_ok).sum())
+        ok &= r_ok
+    # hash lookups (np.isin on object arrays sorts Python strings, slow at a million ids)
+    ids = pa.array(rows.item_ids, type=pa.string())
+    known = pc.is_in(ids, value_set=pa.array(meta_ids, type=pa.string())).to_numpy(False)
+    passing = pc.is_in(ids, value_set=pa.array(meta_ids[ok], type=pa.string())).to_numpy(False)
+    rows.drop(~known[rows.item], "item unknown to the metadata")
+    rows.drop(~passing[rows.item], "item failed the metadata filter")
+    return items_tbl, meta_drops
+
+
+def _dedup(rows: _Rows) -> None:
+    """Repeated (user, item) and (user, text) among the kept rows: the newest stays."""
+    idx = np.flatnonzero(rows.keep)
+    dkeep, n_dup_item, n_dup_text = dedup_latest_first(
+        rows.user[idx], rows.item[idx], rows.thash[idx], rows.ts[idx], rows.line[idx]
+    )
+    rows.keep[idx[~dkeep]] = False
+    rows.drops["repeated (user, item)"] += n_dup_item
+    rows.drops["repeated (user, text)"] += n_dup_text
+
+
+def _k_core(rows: _Rows, p: Protocol) -> int:
+    """The iterative k-core on the kept rows; its iteration count."""
+    before = int(rows.keep.sum())
+    rows.keep, iters = k_core(
+        rows.user,
+        rows.item,
+        rows.keep,
+        len(rows.user_ids),
+        len(rows.item_ids),
         p.min_item_users,
         p.min_user_reviews,
         p.max_user_reviews,
     )
-    drops["k-core"] += before - int(keep.sum())
+    rows.drops["k-core"] += before - int(rows.keep.sum())
+    return iters
 
-    # ---- chronological hold-out: rows sorted by user, time, file order
-    idx = np.flatnonzero(keep)
-    order = idx[_user_time_order(user[idx], ts[idx], line[idx])]
-    u_sorted = user[order]
+
+def _hold_out(rows: _Rows, p: Protocol) -> _HeldOut:
+    """Each user's last ``held_out`` rows (by time, then file order) become targets; users
+    with nothing before them are dropped."""
+    idx = np.flatnonzero(rows.keep)
+    order = idx[_user_time_order(rows.user[idx], rows.ts[idx], rows.line[idx])]
+    u_sorted = rows.user[order]
     starts = _group_starts(u_sorted)
     counts = np.diff(np.r_[starts, len(order)])
     rank = np.arange(len(order)) - np.repeat(starts, counts)
     from_end = np.repeat(counts, counts) - 1 - rank
     held = from_end < p.held_out
     too_few = np.repeat(counts <= p.held_out, counts)
-    drops["user has no reviews before the held-out ones"] += int(too_few.sum())
+    rows.drops["user has no reviews before the held-out ones"] += int(too_few.sum())
     base = ~held & ~too_few
     held &= ~too_few
+    return _HeldOut(order, u_sorted, counts, base, held, too_few)
 
-    # ---- profile filter on base profiles (iterative)
-    prof_iters = 0
-    it_sorted = item[order]
-    user_ok = ~np.repeat(counts <= p.held_out, counts)
+
+def _profile_filter(rows: _Rows, h: _HeldOut, p: Protocol) -> int:
+    """Iteratively drop base-profile rows on items with too few profile reviewers and the
+    targets of users left with too few profile reviews; the iteration count."""
+    iters = 0
+    it_sorted = rows.item[h.order]
+    base, user_ok = h.base, ~np.repeat(h.counts <= p.held_out, h.counts)
     while True:
-        prof_iters += 1
-        ipu = np.bincount(it_sorted[base], minlength=len(item_ids))
+        iters += 1
+        ipu = np.bincount(it_sorted[base], minlength=len(rows.item_ids))
         new_base = base & (ipu[it_sorted] >= p.min_item_profile_users)
-        upc = np.bincount(u_sorted[new_base], minlength=len(user_ids))
-        new_user_ok = user_ok & (upc[u_sorted] >= p.min_user_profile_reviews)
+        upc = np.bincount(h.u_sorted[new_base], minlength=len(rows.user_ids))
+        new_user_ok = user_ok & (upc[h.u_sorted] >= p.min_user_profile_reviews)
         new_base &= new_user_ok
         if new_base.sum() == base.sum() and new_user_ok.sum() == user_ok.sum():
             break
         base, user_ok = new_base, new_user_ok
-    dropped_base = int((~base & ~held & ~too_few).sum())
-    drops["profile review on an item with too few profile reviewers"] += dropped_base
-    dropped_users_rows = int((held & ~user_ok).sum())
-    drops["user with too few profile reviews (held-out rows)"] += dropped_users_rows
-    held &= user_ok
+    h.base = base
+    rows.drops["profile review on an item with too few profile reviewers"] += int(
+        (~base & ~h.held & ~h.too_few).sum()
+    )
+    rows.drops["user with too few profile reviews (held-out rows)"] += int(
+        (h.held & ~user_ok).sum()
+    )
+    h.held &= user_ok
+    return iters
 
-    # ---- optional user subsample (seeded)
-    final_users = np.unique(u_sorted[held])
-    if max_users is not None and len(final_users) > max_users:
-        rng = np.random.default_rng(seed)
-        chosen = np.sort(rng.choice(final_users, size=max_users, replace=False))
-        in_sub = np.isin(u_sorted, chosen)
-        drops["not in the user subsample (max_users)"] += int(((base | held) & ~in_sub).sum())
-        base &= in_sub
-        held &= in_sub
 
-    final_sorted = base | held
-    final_rows = order[final_sorted]  # raw row indices, sorted by user, time, file order
-    # review_id = position in raw file order among kept rows (lets us stream the texts)
-    raw_keep = np.zeros(n_raw, dtype=bool)
-    raw_keep[final_rows] = True
-    review_id_of_raw = np.full(n_raw, -1, dtype=np.int64)
-    review_id_of_raw[raw_keep] = np.arange(int(raw_keep.sum()))
+def _subsample_users(rows: _Rows, h: _HeldOut, max_users: int | None, seed: int) -> None:
+    """At most ``max_users`` users with targets, drawn with ``seed``."""
+    final_users = np.unique(h.u_sorted[h.held])
+    if max_users is None or len(final_users) <= max_users:
+        return
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(final_users, size=max_users, replace=False))
+    in_sub = np.isin(h.u_sorted, chosen)
+    rows.drops["not in the user subsample (max_users)"] += int(((h.base | h.held) & ~in_sub).sum())
+    h.base &= in_sub
+    h.held &= in_sub
 
-    # ---- samples: a user's held-out rows in time order are the train targets (j = 0, 1..),
-    # then val, then test; a target's profile is the user's rows strictly before its time
-    f_user = user[final_rows]
-    f_ts = ts[final_rows]
+
+def _samples(rows, h, final_rows, final_sorted, review_id_of_raw, p):
+    """The samples table: a user's held-out rows in time order are the train targets (j = 0,
+    1..), then val, then test; a target's profile is the user's rows strictly before its
+    time. Also the splits, profile lengths, rows excluded as same-time ties and samples
+    dropped for an empty profile."""
+    f_user = rows.user[final_rows]
+    f_ts = rows.ts[final_rows]
     f_rid = review_id_of_raw[final_rows]
-    f_held = held[final_sorted]
+    f_held = h.held[final_sorted]
     n_f = len(final_rows)
     ar = np.arange(n_f)
     new_user = np.r_[True, f_user[1:] != f_user[:-1]][:n_f]
@@ -353,7 +465,7 @@ def build_benchmark(
     split = np.where(
         j < p.n_train_targets, "train", np.where(j == p.n_train_targets, "val", "test")
     )
-    uid = user_ids[f_user[pos]]
+    uid = rows.user_ids[f_user[pos]]
     sample_ids = [
         f"train:{u}:{k}" if k < p.n_train_targets else f"{sp}:{u}"
         for u, k, sp in zip(uid.tolist(), j.tolist(), split.tolist())
@@ -374,40 +486,7 @@ def build_benchmark(
         },
         schema=schema.SAMPLES,
     )
-
-    # ---- write reviews (streaming the raw file once) and items
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kept_items = np.unique(item[final_rows])
-    n_reviews = _write_reviews(raw_reviews, raw_keep, out_dir / "reviews.parquet")
-    items = _items_table(items_tbl, item_ids[kept_items])
-    pq.write_table(items, out_dir / "items.parquet", compression="zstd")
-    pq.write_table(samples, out_dir / "samples.parquet", compression="zstd")
-
-    # ---- statistics
-    base_items = item[order[base]]
-    ipu = np.bincount(base_items, minlength=len(item_ids))
-    peers = ipu[base_items] - 1  # other users whose base profile has the item
-    split_counts = Counter(split.tolist())
-    prof_len = lengths.astype(np.int64)
-    return {
-        "input_rows": n_raw,
-        "users": int(len(np.unique(f_user))),
-        "items": int(len(kept_items)),
-        "reviews": int(n_reviews),
-        "samples": {s: int(split_counts.get(s, 0)) for s in SAMPLE_SPLITS},
-        "profile_length": _stats(prof_len),
-        "peers_per_profile_review": {
-            **_stats(peers),
-            "share_with_peer": round(float((peers > 0).mean()) if len(peers) else 0.0, 4),
-        },
-        "dropped_reviews": {k: v for k, v in drops.items() if v},
-        "dropped_items_by_metadata": {k: v for k, v in meta_drops.items() if v},
-        "k_core_iterations": kcore_iters,
-        "profile_filter_iterations": prof_iters,
-        "profile_reviews_excluded_same_timestamp": int(ties_excluded),
-        "samples_dropped_empty_profile": int(empty_profiles),
-        "protocol": p.__dict__,
-    }
+    return samples, split, lengths, ties_excluded, empty_profiles
 
 
 def _write_reviews(raw_path: str | Path, raw_keep: np.ndarray, out: Path, groups: int = 8) -> int:
