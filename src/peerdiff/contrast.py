@@ -163,8 +163,8 @@ def difference_vectors(
         diff[q_order[q_ptr[i] : q_ptr[i + 1]]] = np.nan
     items = items[b_cnt[items] > 0]
     # buckets of items with similar (queries, peers) sizes, each a few batched products.
-    # They are small: one BLAS thread per product beats a pool (its threads spin-wait; 12x
-    # slower seen on a busy 2-core machine); instead chunks run on a few Python threads
+    # They are small: one BLAS thread per product beats a pool (its threads spin-wait, many
+    # times slower on a busy machine); instead chunks run on a few Python threads
     # (numpy releases the GIL in gathers and products) and write disjoint rows of `diff`.
     qs, bs = _bucket_size(q_cnt[items]), _bucket_size(b_cnt[items])
 

@@ -38,9 +38,8 @@ def pick_device(pref: str = "auto") -> torch.device:
 def cpu_bf16_matmul() -> bool:
     """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles).
 
-    There oneDNN runs bfloat16 products on the tile unit (SmolLM2's 32 x 576 x 1536 product
-    at 761 GFLOP/s against 53 in float32 on a 2-core Xeon with AMX); CPUs without it emulate
-    bfloat16 and gain nothing.
+    There oneDNN runs bfloat16 products on the tile unit, many times the float32 rate
+    (docs/benchmarks.md); CPUs without it emulate bfloat16 and gain nothing.
     """
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private; flags as fallback
     if check is not None:
@@ -58,9 +57,8 @@ def cpu_bf16_matmul() -> bool:
 def cpu_bf16_units() -> bool:
     """Whether this CPU has bfloat16 arithmetic in hardware: AMX tiles or AVX512-BF16.
 
-    Training under bfloat16 autocast gains from either (DEP's medium-preset epoch ran 2.0x
-    faster than float32 on a CPU with AVX512-BF16 and no AMX; docs/dep-sweep.md); a CPU
-    without them emulates bfloat16 and loses.
+    Training under bfloat16 autocast gains from either, AVX512-BF16 without AMX included
+    (docs/dep-sweep.md); a CPU without them emulates bfloat16 and loses.
     """
     if cpu_bf16_matmul():
         return True
@@ -86,9 +84,9 @@ def training_precision(precision: str, device: str = "auto") -> str:
 def auto_dtype(device: torch.device) -> torch.dtype:
     """``auto``: bfloat16 on CUDA, float32 elsewhere.
 
-    Not bfloat16 on an AMX CPU, although it runs the quick job 1.8x faster there: the CPU's
+    Not bfloat16 on an AMX CPU, although it runs the quick job faster there: the CPU's
     bfloat16 products round differently with the number of rows, so a greedy output would
-    depend on which prompts share its batch (4 of 8 equal to batch 1 at batch 32), and
-    batch sizes are not part of any stage key. ``llm.dtype: bfloat16`` chooses it.
+    depend on which prompts share its batch, and batch sizes are not part of any stage key.
+    ``llm.dtype: bfloat16`` chooses it (figures: docs/benchmarks.md).
     """
     return torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -40,6 +40,14 @@ def graph(tiny_lm, synthetic_root, tiny_encoder_dir, tmp_path_factory):
     return go, first
 
 
+@pytest.fixture
+def base(graph):
+    """``(go, snapshot)`` of the graph back at its base settings right before the test, so
+    that tests compare with their own starting point and run in any order."""
+    go, _ = graph
+    return go, go()
+
+
 def snapshot(run_dir) -> dict[str, int]:
     """Stage files and their modification times (run-level tables excluded)."""
     return {
@@ -65,8 +73,8 @@ def changed(before: dict[str, int], after: dict[str, int]) -> set[str]:
     return dirs
 
 
-def test_the_graph_ran(graph):
-    _, first = graph
+def test_the_graph_ran(base):
+    _, first = base
     for d in (
         "prepare",
         "embed",
@@ -97,32 +105,29 @@ def test_the_graph_ran(graph):
         "prompt.max_review_chars=150",
     ],
 )
-def test_irrelevant_changes_recompute_nothing(graph, override):
-    go, first = graph
+def test_irrelevant_changes_recompute_nothing(base, override):
+    go, first = base
     assert changed(first, go(override)) == set()
 
 
-def test_keys_hold_the_effective_learning_rate(graph):
+def test_keys_hold_the_effective_learning_rate(base):
     """Each method's own rate set to the rate it had (train.lr's default): no retraining;
     train.lr changed where no method reads it: no retraining either."""
-    go, first = graph
+    go, first = base
     assert changed(first, go("dep.lr=1e-5", "constant.lr=1e-5")) == set()
     assert changed(first, go("dep.lr=1e-5", "constant.lr=1e-5", "train.lr=0.5")) == set()
 
 
-def test_a_decoding_change_regenerates_and_rescores_only(graph):
-    go, _ = graph
-    before = go()
+def test_a_decoding_change_regenerates_and_rescores_only(base):
+    go, before = base
     after = go("generate.max_new_tokens=5")
     assert changed(before, after) == {
         f"{s}/{m}-test" for s in ("generate", "evaluate") for m in ("nonperso", "constant", "dep")
     }
-    go()  # back to the base settings for the other tests
 
 
-def test_a_contrast_change_reaches_dep_and_nothing_else(graph):
-    go, _ = graph
-    before = go()
+def test_a_contrast_change_reaches_dep_and_nothing_else(base):
+    go, before = base
     after = go("contrast.weighting=uniform")
     assert changed(before, after) == {
         "contrast",
@@ -132,12 +137,10 @@ def test_a_contrast_change_reaches_dep_and_nothing_else(graph):
         "evaluate/dep-test",
         "probe/dep-test",
     }
-    go()
 
 
-def test_an_adapter_setting_retrains_only_that_method(graph):
-    go, _ = graph
-    before = go()
+def test_an_adapter_setting_retrains_only_that_method(base):
+    go, before = base
     after = go("constant.lr=0.05")
     assert changed(before, after) == {
         "train/constant",
@@ -145,7 +148,6 @@ def test_an_adapter_setting_retrains_only_that_method(graph):
         "nll/constant-test",
         "evaluate/constant-test",
     }
-    go()
 
 
 def _hashes(run_dir, name):
@@ -155,11 +157,11 @@ def _hashes(run_dir, name):
     return [json.loads(line)["prompt_hash"] for line in path.read_text().splitlines()]
 
 
-def test_a_retrained_adapter_never_keeps_old_predictions(graph):
+def test_a_retrained_adapter_never_keeps_old_predictions(base):
     """Issue 25, item 1: a change that retrains DEP regenerates every DEP prediction (each
     line's identity holds the adapter and the row's features, not only the prompt text),
     and the scores follow the new predictions."""
-    go, first = graph
+    go, first = base
     run_dir = go.run_dir
     before = _hashes(run_dir, "dep")
     after_snap = go("dep.lr=0.05")
@@ -171,13 +173,12 @@ def test_a_retrained_adapter_never_keeps_old_predictions(graph):
     assert _hashes(run_dir, "dep") == before  # back to the first adapter's identity
 
 
-def test_evaluate_follows_the_predictions_content(graph):
+def test_evaluate_follows_the_predictions_content(base):
     """Scores are keyed by the predictions' bytes: predictions that changed under the same
     generation key (stale lines regenerated, a file replaced) are scored again."""
     import json
 
-    go, _ = graph
-    before = go()
+    go, before = base
     run_dir = go.run_dir
     path = run_dir / "generate" / "nonperso-test" / "predictions.jsonl"
     recs = [json.loads(line) for line in path.read_text().splitlines()]
@@ -189,14 +190,14 @@ def test_evaluate_follows_the_predictions_content(graph):
     assert before[m] == after[m]  # generation itself was not redone
 
 
-def test_a_metric_that_could_not_be_computed_is_computed_once_it_can(graph, monkeypatch):
+def test_a_metric_that_could_not_be_computed_is_computed_once_it_can(base, monkeypatch):
     """Issue 25, item 8: scores made without WordNet (METEOR n/a) are not final; with
     WordNet back, evaluate runs again and METEOR appears."""
     import json
 
     from peerdiff import metrics
 
-    go, _ = graph
+    go, _ = base
     real = metrics.setup_wordnet
     if real(go.run_dir / "cache") is not None:
         pytest.skip("WordNet is not installed here")

@@ -77,14 +77,13 @@ def skinny_head(model):
     """Within the block, the LM head multiplies as ``W @ h.T`` when it sees 2 to 64 rows.
 
     Decoding applies the head to a few rows at a time: ``(rows, hidden) x (vocab,
-    hidden).T``. On CPU, MKL runs that product about 2x faster with the weight as the left
-    operand (SmolLM2's 49,152 x 576 head at 8 rows: 13 ms instead of 29; at 32: 23 instead
-    of 39); one row stays a matrix-vector product, which is faster as it is, and from about
-    90 rows on the two are equal (the target-scoring chunks keep theirs). The model's own
-    forward still runs (soft-capping and the like apply unchanged); only this module's
-    product changes, so logits agree to float rounding. Heads with a bias, or that are not a
-    plain ``nn.Linear``, are left alone. Not re-entrant across threads: the model has one
-    owner while it decodes.
+    hidden).T``. On CPU, MKL runs that product faster with the weight as the left operand
+    at a few to a few dozen rows (docs/benchmarks.md); one row stays a matrix-vector
+    product, which is faster as it is, and with many more rows the two run alike (the
+    target-scoring chunks keep theirs). The model's own forward still runs (soft-capping
+    and the like apply unchanged); only this module's product changes, so logits agree to
+    float rounding. Heads with a bias, or that are not a plain ``nn.Linear``, are left
+    alone. Not re-entrant across threads: the model has one owner while it decodes.
     """
     head = model.get_output_embeddings()
     if type(head) is not torch.nn.Linear or head.bias is not None:

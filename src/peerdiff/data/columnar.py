@@ -35,7 +35,7 @@ def _coalesce(table: pa.Table, keys: tuple[str, ...]) -> pa.ChunkedArray | None:
 
 # Python's ``\s`` (and ``str.strip``) for RE2: ASCII controls, \x1c-\x1f, NEL and Unicode Z*.
 # Only runs that change are matched (one holding a non-space blank, or two spaces), so RE2
-# skips ordinary single spaces instead of replacing each of them (4x faster).
+# skips ordinary single spaces instead of replacing each of them (several times faster).
 _BLANK_RE2 = r"[\t\n\x0b\x0c\r\x1c-\x1f\x{85}\p{Z}]"
 _NOT_SPACE_RE2 = (
     r"[\t\n\x0b\x0c\r\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}"
@@ -176,8 +176,8 @@ _GZ_ERRORS = _gzip_errors()
 
 def _input_stream(path: Path, gz: bool):
     """The file's bytes for pyarrow, gunzipped by ISA-L on a thread of its own when ``isal``
-    is installed (1e6 synthetic reviews: zlib's inflate 1.8 s of a 5.9 s read, ISA-L's
-    0.75 s; the read drops to 5.25 s)."""
+    is installed: zlib's inflate is a large share of the read, and ISA-L inflates in a
+    fraction of its time (docs/benchmarks.md)."""
     if not gz:
         return pa.input_stream(str(path))
     try:

@@ -53,7 +53,7 @@ RAW_REVIEWS = pa.schema(
 )
 
 # Writer options for the raw review table, an intermediate read once by the build step:
-# LZ4 writes ~1.5x and reads ~1.3x faster than zstd here, and dictionary encoding only
+# LZ4 writes and reads it faster than zstd (docs/benchmarks.md), and dictionary encoding only
 # pays on the id columns (texts are unique; trying a dictionary on them is wasted work).
 RAW_WRITE_OPTIONS = {"compression": "lz4", "use_dictionary": ["user_id", "item_id"]}
 

@@ -19,7 +19,7 @@ named base LLM.
 Initialisation (``init``): ``reference`` gives every ``Linear`` N(0, 0.02) weights and zero
 biases, as the DEP code's modules get them (they are created as missing keys of a
 transformers model); ``torch`` keeps PyTorch's default (uniform weights *and biases*), which
-makes DEP's first soft tokens bias-dominated: about 7% of their variation followed the input.
+makes DEP's first soft tokens bias-dominated: little of their variation followed the input.
 
 Input statistics (``features``): sentence vectors share a large common direction, so the
 part that tells users apart is small. ``center`` subtracts the training mean from each

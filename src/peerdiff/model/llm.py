@@ -140,8 +140,8 @@ def load_llm(
     torch_dtype = resolve_dtype(dtype, dev)
     if dev.type == "cpu" and torch_dtype == torch.float32 and cpu_bf16_matmul():
         log.info(
-            "this CPU multiplies bfloat16 in hardware (AMX): llm.dtype=bfloat16 runs about "
-            "1.8x faster, with greedy outputs that depend on the batch (docs/benchmarks.md)"
+            "this CPU multiplies bfloat16 in hardware (AMX): llm.dtype=bfloat16 runs faster, "
+            "with greedy outputs that depend on the batch (docs/benchmarks.md)"
         )
     with loading(name, "llm.model"):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
