@@ -75,11 +75,11 @@ def run_one(n: int, loop_max: int, workdir: Path) -> dict:
     data = compute_contrast(vec, g["user"], g["item"], is_base, flat, offsets, ids)
     fast = time.perf_counter() - t0
     res = {
-        "reviews": int(len(g["user"])),
+        "reviews": len(g["user"]),
         "users": int(g["n_users"]),
         "items": int(g["n_items"]),
         "samples": len(ids),
-        "slot_reviews": int(len(data.review_ids)),
+        "slot_reviews": len(data.review_ids),
         "vectorized_s": round(fast, 3),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
     }

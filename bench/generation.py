@@ -85,7 +85,11 @@ def main() -> None:
         "new_tokens": a.new_tokens,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
-    gen_kw = dict(do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    gen_kw = {
+        "do_sample": False,
+        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
 
     # token prompts (Non-Perso)
     counter = stages.common.token_counter(be)

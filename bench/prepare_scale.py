@@ -31,13 +31,46 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic import review_graph  # noqa: E402
+from synthetic import review_graph
 
-WORDS = (
-    "great album song sound voice band guitar lyrics music record track love best "
-    "classic beautiful production live recording favorite bass drums piano jazz rock "
-    "style melody chorus rhythm tone mix fan listen heard years first time"
-).split()
+WORDS = [
+    "great",
+    "album",
+    "song",
+    "sound",
+    "voice",
+    "band",
+    "guitar",
+    "lyrics",
+    "music",
+    "record",
+    "track",
+    "love",
+    "best",
+    "classic",
+    "beautiful",
+    "production",
+    "live",
+    "recording",
+    "favorite",
+    "bass",
+    "drums",
+    "piano",
+    "jazz",
+    "rock",
+    "style",
+    "melody",
+    "chorus",
+    "rhythm",
+    "tone",
+    "mix",
+    "fan",
+    "listen",
+    "heard",
+    "years",
+    "first",
+    "time",
+]
 
 
 def write_files(n: int, d: Path, seed: int = 0) -> tuple[Path, Path]:

@@ -36,12 +36,12 @@ import pyarrow.parquet as pq
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from peerdiff import stages  # noqa: E402
-from peerdiff.backends import Backends  # noqa: E402
-from peerdiff.config import load_config  # noqa: E402
-from peerdiff.metrics import bootstrap  # noqa: E402
-from peerdiff.report import markdown_table  # noqa: E402
-from peerdiff.stage import read_json  # noqa: E402
+from peerdiff import stages
+from peerdiff.backends import Backends
+from peerdiff.config import load_config
+from peerdiff.metrics import bootstrap
+from peerdiff.report import markdown_table
+from peerdiff.stage import read_json
 
 # settings shared by every row: the tokens layout unless a row says otherwise
 COMMON = [

@@ -4,7 +4,7 @@ no web framework, and its refusals are the library's errors (the app maps them t
 import sys
 
 import pytest
-from conftest import synthetic_overrides
+from helpers import synthetic_overrides
 
 from peerdiff.config import load_config
 from peerdiff.errors import (

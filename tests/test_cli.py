@@ -1,7 +1,9 @@
 """The CLI: one-line errors for input/config problems (exit 2 / 1), tracebacks with -v."""
 
+import re
+
 import pytest
-from conftest import synthetic_overrides, write_jsonl
+from helpers import synthetic_overrides, write_jsonl
 
 from peerdiff.cli import main
 from peerdiff.errors import ConfigError, MissingStageError
@@ -114,7 +116,11 @@ def test_models_that_cannot_be_loaded_name_the_setting():
     from peerdiff.embed import Encoder
     from peerdiff.model.llm import load_llm
 
-    with pytest.raises(ConfigError, match="embed.model 'nonexistent-encoder' cannot be loaded"):
+    with pytest.raises(
+        ConfigError, match=re.escape("embed.model 'nonexistent-encoder' cannot be loaded")
+    ):
         Encoder("nonexistent-encoder")
-    with pytest.raises(ConfigError, match="llm.model '/nonexistent/model': no model folder"):
+    with pytest.raises(
+        ConfigError, match=re.escape("llm.model '/nonexistent/model': no model folder")
+    ):
         load_llm("/nonexistent/model")

@@ -15,7 +15,7 @@ def test_defaults_and_overrides():
 
 
 @pytest.mark.parametrize(
-    "override, message",
+    ("override", "message"),
     [
         ("generate.batchsize=3", "unknown key generate.batchsize"),
         ("generate.batch_size=three", "generate.batch_size must be an integer"),

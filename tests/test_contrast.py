@@ -116,7 +116,7 @@ def test_compute_contrast_slots_text_and_vectors_agree():
     assert slots[0] == 5 and mask.sum() == 1
 
 
-@pytest.mark.parametrize("threads,block_bytes", [(1, 64 << 20), (3, 64)])
+@pytest.mark.parametrize(("threads", "block_bytes"), [(1, 64 << 20), (3, 64)])
 def test_item_blocks_match_a_per_pair_computation(threads, block_bytes):
     """The item-blocked computation equals a direct per-(review, peer) evaluation, on one
     thread or several (tiny blocks: one item per task)."""

@@ -84,7 +84,7 @@ def test_cold_and_warm_vector_cache_give_identical_results(real_data, tmp_path):
             import pyarrow.parquet as pq
 
             texts = pq.read_table(runs["cold"] / "prepare" / "reviews.parquet")["text"]
-            some = sorted(texts.to_pylist(), key=len)[: len(texts) // 3] + ["unrelated", "text"]
+            some = [*sorted(texts.to_pylist(), key=len)[: len(texts) // 3], "unrelated", "text"]
             enc = Encoder("default")
             embed_texts(some, enc, VectorCache(cache, enc.key, enc.dim), progress=False)
         assert main(args) == 0

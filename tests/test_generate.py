@@ -74,7 +74,7 @@ def test_torn_last_line_is_ignored(tmp_path):
     p.write_text('{"sample_id": "a"}\n{"sample_id": "b", "te')
     assert [r["sample_id"] for r in read_jsonl(p)] == ["a"]
     p.write_text('{"sample_id": "a"}\n{broken\n{"sample_id": "c"}\n')
-    with pytest.raises(ValueError, match="x.jsonl:2"):
+    with pytest.raises(ValueError, match=r"x\.jsonl:2"):
         read_jsonl(p)
 
 

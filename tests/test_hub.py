@@ -2,9 +2,10 @@
 
 import copy
 import json
+import re
 
 import pytest
-from conftest import TINY_RUN, synthetic_overrides
+from helpers import TINY_RUN, synthetic_overrides
 
 from peerdiff.backends import Backends
 from peerdiff.backends.hf import HFBackend
@@ -65,7 +66,9 @@ def test_load_adapter_refuses_another_base_model(trained):
         best, base_model="tiny", base_model_revision=acfg["base_model_revision"]
     )
     assert ok.cfg.kind == "dep"
-    with pytest.raises(ConfigError, match="trained with base model 'tiny', not 'Qwen/Qwen2.5-7B"):
+    with pytest.raises(
+        ConfigError, match=re.escape("trained with base model 'tiny', not 'Qwen/Qwen2.5-7B")
+    ):
         peerdiff.load_adapter(best, base_model="Qwen/Qwen2.5-7B-Instruct")
     with pytest.raises(ConfigError, match="base model revision"):
         peerdiff.load_adapter(best, base_model_revision="commit:0123")
@@ -81,7 +84,7 @@ def test_hub_ids_offline_and_push_offline_say_so(trained, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(BackendError, match="cannot fetch adapter 'someone/dep-adapter'"):
         peerdiff.load_adapter("someone/dep-adapter")
-    with pytest.raises(BackendError, match="offline .HF_HUB_OFFLINE=1.: nothing pushed"):
+    with pytest.raises(BackendError, match=r"offline .HF_HUB_OFFLINE=1.: nothing pushed"):
         push(cfg.run_path, "dep", "someone/dep-adapter")
     with pytest.raises(ConfigError, match="no trained adapter"):
         push(cfg.run_path, "pplug", "someone/x")

@@ -72,7 +72,7 @@ def test_paired_bootstrap_interval_contains_difference():
 
 
 @pytest.mark.parametrize(
-    "answer, score",
+    ("answer", "score"),
     [
         ("8", 8.0),
         (" 10\n", 10.0),

@@ -28,7 +28,7 @@ def task():
     logits are not nearly uniform whatever the input (N(0, 0.02) embeddings cap any change
     of its NLL near 0.1 nats).
     """
-    from conftest import char_tokenizer, tiny_llama
+    from helpers import char_tokenizer, tiny_llama
 
     tok = char_tokenizer()
     model = tiny_llama(len(tok), init=0.3)
@@ -60,7 +60,7 @@ def task():
 
 
 def probe(task, adapter):
-    model, tok, cfg, inj, prompt, targets, feats, user = task
+    model, tok, _cfg, inj, prompt, targets, feats, user = task
     filled = feats["mask"].sum(1)
     donors = pick_donors([f"u{u}" for u in user], filled, k=4, seed=0)
     own, other = swap_probe(
@@ -84,7 +84,7 @@ def test_fresh_adapter_gives_delta_near_zero(task):
 
 
 def test_trained_adapter_carries_the_user(task, tmp_path):
-    model, tok, cfg, inj, prompt, targets, feats, user = task
+    model, tok, cfg, inj, prompt, targets, feats, _user = task
     torch.manual_seed(0)
     adapter = build_adapter(cfg)
     adapter.fit_statistics(feats)
@@ -101,7 +101,7 @@ def test_trained_adapter_carries_the_user(task, tmp_path):
         key="calibration",
         recon_weight=0.0,
     ).fit(ex, feats)
-    own, other, s = probe(task, adapter)
+    _own, _other, s = probe(task, adapter)
     assert s["delta"] > 0.3 and s["delta_ci"][0] > 0.1
     assert s["own_best_share"] > 0.8 and s["own_rank_mean"] < 1.5
 
@@ -130,7 +130,7 @@ def test_swap_features_keeps_own_mask_and_query():
 
 
 def test_target_nll_matches_one_sequence_at_a_time(task):
-    model, tok, cfg, inj, prompt, targets, feats, user = task
+    model, tok, cfg, inj, prompt, targets, feats, _user = task
     torch.manual_seed(1)
     adapter = build_adapter(cfg).eval()
     soft = soft_fn(adapter, feats, "cpu")
@@ -162,7 +162,7 @@ def test_fresh_residual_dep_is_the_constant_prompt_and_probes_to_zero(task):
 
     from peerdiff.model.inject import placeholder_names
 
-    model, tok, cfg, inj, prompt, targets, feats, user = task
+    model, _tok, cfg, _inj, _prompt, _targets, feats, _user = task
     emb = model.get_input_embeddings()
     rcfg = replace(cfg, residual=True)
     ccfg = AdapterConfig(
@@ -190,7 +190,7 @@ def test_residual_dep_learns_the_user_from_the_constant(task, tmp_path):
     """Starting at the constant prompt, the residual branch still learns the users."""
     from dataclasses import replace
 
-    model, tok, cfg, inj, prompt, targets, feats, user = task
+    model, tok, cfg, inj, prompt, targets, feats, _user = task
     torch.manual_seed(0)
     adapter = build_adapter(replace(cfg, residual=True), model.get_input_embeddings())
     adapter.fit_statistics(feats)

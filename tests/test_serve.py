@@ -6,7 +6,7 @@ import time
 
 import httpx
 import pytest
-from conftest import synthetic_overrides
+from helpers import synthetic_overrides
 
 from peerdiff import stages
 from peerdiff.backends import Backends
@@ -83,7 +83,7 @@ def test_unreachable_server_is_a_clear_error():
 
 
 @pytest.mark.parametrize(
-    "body, status",
+    ("body", "status"),
     [
         ("{not json", 422),
         ({"model": "tiny"}, 422),
@@ -149,7 +149,7 @@ def test_reviews_for_known_and_inline_users(server):
 
 
 @pytest.mark.parametrize(
-    "kw, status, needle",
+    ("kw", "status", "needle"),
     [
         ({"user_id": "nobody"}, 404, "unknown user"),
         ({}, 422, "exactly one of user_id"),
@@ -293,7 +293,7 @@ def test_32_mixed_requests_from_8_threads_are_all_answered(server):
 
 def _tiny_encoder(factory):
     """A 2-layer random BERT folder (DPL and DEP need review vectors)."""
-    from conftest import make_tiny_encoder
+    from helpers import make_tiny_encoder
 
     return make_tiny_encoder(factory.mktemp("serve_encoder"))
 
@@ -373,7 +373,7 @@ def test_chunked_bodies_count_against_the_limit_and_errors_do_not_echo_input(ser
 
 
 @pytest.mark.parametrize(
-    "body, field",
+    ("body", "field"),
     [
         (_chat("hi", seed=2**70), "seed"),
         (_chat("\ud800"), "content"),
@@ -405,7 +405,7 @@ def test_library_errors_are_answered_by_the_status_table(server):
     from peerdiff.errors import BadRequestError, MissingStageError, UnknownUserError
     from peerdiff.serve import ERROR_STATUS
 
-    assert ERROR_STATUS == {BadRequestError: 400, UnknownUserError: 404, MissingStageError: 409}
+    assert {BadRequestError: 400, UnknownUserError: 404, MissingStageError: 409} == ERROR_STATUS
     hist = [{"item_title": "a", "rating": 1, "text": "b"}]
     user = server["service"].bench.users[0]
     for kw, status, start in [

@@ -16,10 +16,14 @@ def test_fingerprint_ignores_key_order_and_sees_values():
 
 def test_atomic_path_leaves_nothing_when_the_block_fails(tmp_path):
     target = tmp_path / "out.txt"
-    with pytest.raises(RuntimeError):
+
+    def write_then_crash():
         with atomic_path(target) as tmp:
             tmp.write_text("partial")
             raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError):
+        write_then_crash()
     assert not target.exists() and list(tmp_path.iterdir()) == []
     with atomic_path(target) as tmp:
         tmp.write_text("done")

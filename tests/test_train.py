@@ -40,7 +40,7 @@ def setup(tiny_lm):
 
 
 def trainer(tiny_lm_parts, out, epochs=3):
-    model, tok, cfg, inj, feats, ex = tiny_lm_parts
+    model, tok, cfg, inj, _feats, _ex = tiny_lm_parts
     torch.manual_seed(0)
     adapter = build_adapter(cfg)
     tc = TrainConfig(epochs=epochs, batch_size=3, grad_accum=2, warmup_ratio=0.1)

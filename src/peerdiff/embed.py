@@ -169,9 +169,8 @@ class VectorCache:
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         n = len(list(self.dir.glob("shard-*.npz")))
         path = self.dir / f"shard-{n:06d}-{os.getpid()}.npz"
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, keys=keys.astype(np.uint64), vectors=vectors.astype(np.float32))
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, keys=keys.astype(np.uint64), vectors=vectors.astype(np.float32))
         k = np.concatenate([self._keys, keys.astype(np.uint64)])
         v = np.concatenate([self._vecs, vectors.astype(np.float32)])
         k, first = np.unique(k, return_index=True)
@@ -206,7 +205,7 @@ def embed_texts(
     if len(todo):
         found, vecs = cache.lookup(keys)
         assert found.all()
-    return vecs, {"cached": int(len(texts) - len(todo)), "computed": int(len(todo_u))}
+    return vecs, {"cached": int(len(texts) - len(todo)), "computed": len(todo_u)}
 
 
 def review_input(title: str, text: str, mode: str) -> str:

@@ -43,7 +43,7 @@ def model_revision(path: str | None) -> str | None:
 
         snap = Path(snapshot_download(str(path), local_files_only=True))
         return f"commit:{snap.name}"
-    except Exception:  # noqa: BLE001 - not cached: no revision to record
+    except Exception:  # not cached: no revision to record
         return None
 
 
@@ -65,7 +65,7 @@ def resolve(path_or_repo: str | Path) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(repo, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME]))
-    except Exception as e:  # noqa: BLE001 - offline, unreachable, unknown repo
+    except Exception as e:  # offline, unreachable, unknown repo
         raise BackendError(
             f"cannot fetch adapter {repo!r} from the Hugging Face Hub ({type(e).__name__}: "
             f"{e}); offline, download it elsewhere and pass its folder"
@@ -249,7 +249,7 @@ def push(run_dir: Path, method: str, repo: str, private: bool = False) -> str:
         api = HfApi()
         api.create_repo(repo, private=private, exist_ok=True)
         info = api.upload_folder(folder_path=str(best), repo_id=repo)
-    except Exception as e:  # noqa: BLE001 - no network, no token, refused
+    except Exception as e:  # no network, no token, refused
         raise BackendError(
             f"could not push {best} to {repo!r} ({type(e).__name__}: {e}); offline? The folder "
             "is complete: upload it when online"

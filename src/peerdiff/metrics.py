@@ -299,7 +299,7 @@ def score_texts(
     if use_bertscore:
         per["bertscore"] = bertscore(preds, refs, bertscore_model, bertscore_layers, device)
         notes.append(BERTSCORE_NOTE)
-    corpus: dict[str, float | None] = {m: None for m in METRICS}
+    corpus: dict[str, float | None] = dict.fromkeys(METRICS)
     for m, v in per.items():
         corpus[m] = float(v.mean()) if len(v) else None
     corpus["bleu"] = corpus_bleu(stats) if len(preds) else None

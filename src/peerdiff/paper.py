@@ -201,7 +201,7 @@ def _counter(cfg: RunConfig):
         from peerdiff.model.llm import load_tokenizer, resolve_llm
 
         tok = load_tokenizer(resolve_llm(cfg.llm.model, cfg.cache_dir))
-    except Exception as e:  # noqa: BLE001 - any failure to load means: estimate
+    except Exception as e:  # any failure to load means: estimate
         why = f"approximate (4 characters per token; {type(e).__name__})"
         return approx_tokens, why, None
     return (lambda t: len(tok(t, add_special_tokens=False)["input_ids"])), cfg.llm.model, tok

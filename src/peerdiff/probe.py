@@ -118,7 +118,7 @@ def summarize_swap(
     rank = 1 + (np.where(valid, donors < own[:, None], False)).sum(1)
     k = int(valid.sum(1).max())
     return {
-        "n": int(len(own)),
+        "n": len(own),
         "donors": k,
         "own_nll": float(own.mean()),
         "donor_nll": float(np.nanmean(donors)),

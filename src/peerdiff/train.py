@@ -257,7 +257,7 @@ class Trainer:
         n_tokens = 0
         step = (epoch - 1) * run.per_epoch
         run.opt.zero_grad(set_to_none=True)
-        log = open(self.dir / "log.jsonl", "ab") if run.main else None
+        log = open(self.dir / "log.jsonl", "ab") if run.main else None  # noqa: SIM115 (closed below)
         try:
             for b, idx in enumerate(batches):
                 batch = collate(

@@ -34,7 +34,7 @@ def test_load_from_a_local_folder(tiny_lm, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "raw, clean",
+    ("raw", "clean"),
     [
         ("<think>hmm</think> answer", "answer"),
         ("no thinking", "no thinking"),

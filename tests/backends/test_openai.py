@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import synthetic_overrides
+from helpers import synthetic_overrides
 
 from peerdiff import stages
 from peerdiff.backends import Backends

@@ -28,7 +28,7 @@ def test_prompt_embeds_are_the_injected_rows_without_padding(tiny_lm):
 def engine_lm(tmp_path_factory):
     """A tiny random Llama vLLM's CPU attention takes (head size 64), with decisive logits
     (larger init) so that greedy choices do not hinge on float rounding."""
-    from conftest import char_tokenizer, tiny_llama
+    from helpers import char_tokenizer, tiny_llama
 
     tok = char_tokenizer()
     model = tiny_llama(len(tok), hidden=256, init=0.3)

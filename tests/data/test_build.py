@@ -5,7 +5,7 @@ import importlib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from peerdiff.config import Protocol, Source, load_config
 from peerdiff.data.benchmark import Benchmark
@@ -294,7 +294,7 @@ def test_dpl_main_layout(tmp_path):
                 [
                     {
                         "user_id": "u",
-                        "profile": prof + [rv("c", 3, "three")],
+                        "profile": [*prof, rv("c", 3, "three")],
                         "data": rv("d", 4, "four"),
                     }
                 ]
@@ -303,7 +303,7 @@ def test_dpl_main_layout(tmp_path):
                 [
                     {
                         "user_id": "u",
-                        "profile": prof + [rv("c", 3, "three"), rv("d", 4, "four")],
+                        "profile": [*prof, rv("c", 3, "three"), rv("d", 4, "four")],
                         "data": rv("e", 5, "five"),
                     }
                 ]

@@ -4,7 +4,7 @@ import copy
 import json
 
 import pytest
-from conftest import synthetic_overrides
+from helpers import synthetic_overrides
 
 from peerdiff.config import load_config
 from peerdiff.data.benchmark import Benchmark

@@ -1,6 +1,6 @@
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 from peerdiff.config import Source
 from peerdiff.data.formats import FORMATS
@@ -55,7 +55,7 @@ def test_gzip_and_blank_lines_keep_true_line_numbers(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "line, message",
+    ("line", "message"),
     [
         ('{"user_id": "u1", broken', "malformed JSON"),
         ('["not", "an", "object"]', "expected a JSON object"),
@@ -171,7 +171,7 @@ def _raw(path):
 
 @pytest.mark.parametrize("normalize", [True, False])
 def test_columnar_and_line_readers_write_the_same_table(tmp_path, normalize):
-    from conftest import write_jsonl
+    from helpers import write_jsonl
 
     from peerdiff.data.columnar import read_reviews_columnar
     from peerdiff.data.readers import read_reviews_lines
@@ -213,7 +213,7 @@ def test_columnar_and_line_readers_write_the_same_table(tmp_path, normalize):
 
 
 def test_columnar_reader_falls_back_so_errors_name_the_line(tmp_path):
-    from conftest import write_jsonl
+    from helpers import write_jsonl
 
     from peerdiff.data.columnar import read_reviews_columnar
 

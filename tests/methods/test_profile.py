@@ -9,7 +9,7 @@ from peerdiff.methods.pag import strip_label
 
 
 @pytest.mark.parametrize(
-    "text, names",
+    ("text", "names"),
     [
         (
             "--- [Writing Style] Definition: x. Difference Description: y. ---\n"

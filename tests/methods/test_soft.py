@@ -36,15 +36,13 @@ def test_slot_text_and_vectors_refer_to_the_same_review(ctx, compact):
     b = ctx.bench
     for s in b.samples():
         text = user_text(m, s, ctx)
-        slots, hist, diff, mask = ctx.contrast.for_sample(s.sample_id)
+        slots, hist, _diff, mask = ctx.contrast.for_sample(s.sample_id)
         assert mask.sum() > 0
         for k in np.flatnonzero(mask):
             r = b.review(int(slots[k]))
             # the block holding [HIS_TOKEN_k] and [DIFF_TOKEN_k] is review r's block
-            if compact:  # one line per slot
-                blocks = text.split("\n")
-            else:
-                blocks = re.split(r"\n(?=- \[Review \d+\]:\n)", text)
+            # one line per slot (compact), else one block per review
+            blocks = text.split("\n") if compact else re.split(r"\n(?=- \[Review \d+\]:\n)", text)
             (block,) = [x for x in blocks if f"[HIS_TOKEN_{k}]" in x]
             assert f"[DIFF_TOKEN_{k}]" in block
             item = b.item(r.item_id).title

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import char_tokenizer, tiny_llama  # noqa: E402
+from helpers import char_tokenizer, tiny_llama
 
-from peerdiff.config import TrainConfig  # noqa: E402
-from peerdiff.model.adapters import AdapterConfig, build_adapter  # noqa: E402
-from peerdiff.model.inject import Injector, add_placeholders, placeholder_names  # noqa: E402
-from peerdiff.model.lm import Example  # noqa: E402
-from peerdiff.train import Trainer  # noqa: E402
+from peerdiff.config import TrainConfig
+from peerdiff.model.adapters import AdapterConfig, build_adapter
+from peerdiff.model.inject import Injector, add_placeholders, placeholder_names
+from peerdiff.model.lm import Example
+from peerdiff.train import Trainer
 
 out = Path(sys.argv[1])
 tok = copy.deepcopy(char_tokenizer())

@@ -54,7 +54,7 @@ def examples(tok, names, n=3):
 
 
 def test_injection_places_vectors_exactly_at_placeholders_padded(tiny_lm):
-    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
+    model, tok, _cfg, names, ids, _adapter = setup_dep(tiny_lm)
     inj = Injector(model.get_input_embeddings(), ids)
     ex = examples(tok, names)
     batch = collate(ex, tok.pad_token_id, torch.device("cpu"))
@@ -75,7 +75,7 @@ def test_injection_places_vectors_exactly_at_placeholders_padded(tiny_lm):
 
 
 def test_one_step_changes_adapters_and_leaves_llm_bit_identical(tiny_lm, tmp_path):
-    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
+    model, tok, _cfg, names, ids, adapter = setup_dep(tiny_lm)
     before_llm = {k: v.clone() for k, v in model.state_dict().items()}
     before_ad = {k: v.clone() for k, v in adapter.named_parameters()}
     ex = examples(tok, names)
@@ -119,7 +119,7 @@ def test_gradients_are_finite_and_reach_every_adapter_parameter(tiny_lm, kind):
 
 
 def test_save_load_gives_identical_logits(tiny_lm, tmp_path):
-    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
+    model, tok, _cfg, names, ids, adapter = setup_dep(tiny_lm)
     inj = Injector(model.get_input_embeddings(), ids)
     batch = collate(examples(tok, names), tok.pad_token_id, torch.device("cpu"))
     f = to_tensors(features(3), [0, 1, 2], "cpu")
@@ -168,7 +168,7 @@ def test_sae_losses_ignore_padding_slots():
 
 
 def test_grad_free_prefix_gives_the_same_loss_and_gradients(tiny_lm):
-    model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm)
+    model, tok, _cfg, names, ids, adapter = setup_dep(tiny_lm)
     inj = Injector(model.get_input_embeddings(), ids)
     batch = collate(examples(tok, names), tok.pad_token_id, torch.device("cpu"))
     f = to_tensors(features(3), [0, 1, 2], "cpu")
@@ -294,7 +294,7 @@ def test_bfloat16_autocast_training_trains_every_parameter_and_repeats(tiny_lm, 
 
     out = []
     for i in range(2):
-        model, tok, cfg, names, ids, adapter = setup_dep(tiny_lm, residual=residual)
+        model, tok, _cfg, names, ids, adapter = setup_dep(tiny_lm, residual=residual)
         before_llm = {k: v.clone() for k, v in model.state_dict().items()}
         before_ad = {k: v.clone() for k, v in adapter.named_parameters()}
         tc = TrainConfig(

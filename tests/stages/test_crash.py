@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import TINY_RUN, synthetic_overrides
+from helpers import TINY_RUN, synthetic_overrides
 
 # Written by stages that are under way at these moments: ingest done (benchmark being built),
 # vectors being embedded, an epoch being trained, predictions being appended, scores due.

@@ -3,8 +3,8 @@
 import copy
 
 import torch
-from conftest import TINY_RUN as SMALL
-from conftest import synthetic_overrides
+from helpers import TINY_RUN as SMALL
+from helpers import synthetic_overrides
 
 from peerdiff.backends import Backends
 from peerdiff.backends.hf import HFBackend

@@ -8,8 +8,8 @@ relevant change recomputes its stage and the stages downstream of it, nothing el
 import copy
 
 import pytest
-from conftest import TINY_RUN as SMALL
-from conftest import synthetic_overrides
+from helpers import TINY_RUN as SMALL
+from helpers import synthetic_overrides
 
 from peerdiff.backends import Backends
 from peerdiff.backends.hf import HFBackend

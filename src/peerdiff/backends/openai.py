@@ -52,14 +52,14 @@ class OpenAIBackend(ChatBackend):
         self.name = f"openai:{model}@{self.base_url}"
 
     def _one(self, conversation: list[Message], params: GenParams) -> Completion:
-        kwargs = dict(
-            model=self.model,
-            messages=conversation,
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature if params.do_sample else 0.0,
-            top_p=params.top_p if params.do_sample else 1.0,
-            seed=params.seed,
-        )
+        kwargs = {
+            "model": self.model,
+            "messages": conversation,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature if params.do_sample else 0.0,
+            "top_p": params.top_p if params.do_sample else 1.0,
+            "seed": params.seed,
+        }
         if params.repetition_penalty != 1.0:  # not in the OpenAI API; vLLM and ours accept it
             kwargs["extra_body"] = {"repetition_penalty": params.repetition_penalty}
         try:

@@ -296,8 +296,8 @@ def build_benchmark(
     split_counts = Counter(split.tolist())
     return {
         "input_rows": len(rows),
-        "users": int(len(np.unique(rows.user[final_rows]))),
-        "items": int(len(kept_items)),
+        "users": len(np.unique(rows.user[final_rows])),
+        "items": len(kept_items),
         "reviews": int(n_reviews),
         "samples": {s: int(split_counts.get(s, 0)) for s in SAMPLE_SPLITS},
         "profile_length": _stats(lengths.astype(np.int64)),

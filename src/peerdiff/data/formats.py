@@ -32,18 +32,18 @@ class JsonlFormat:
 
 
 # McAuley 2014 and 2018 dumps: same review and item fields; categories are named apart
-_MCAULEY = dict(
-    user=("reviewerID",),
-    item=("asin",),
-    title=("summary",),
-    text=("reviewText",),
-    rating=("overall",),
-    timestamp=("unixReviewTime",),
-    timestamp_divisor=1,
-    item_id=("asin",),
-    item_title=("title",),
-    item_description=("description",),
-)
+_MCAULEY = {
+    "user": ("reviewerID",),
+    "item": ("asin",),
+    "title": ("summary",),
+    "text": ("reviewText",),
+    "rating": ("overall",),
+    "timestamp": ("unixReviewTime",),
+    "timestamp_divisor": 1,
+    "item_id": ("asin",),
+    "item_title": ("title",),
+    "item_description": ("description",),
+}
 
 FORMATS: dict[Source, JsonlFormat] = {
     Source.amazon23: JsonlFormat(

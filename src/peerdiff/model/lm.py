@@ -67,9 +67,9 @@ def length_groups(lengths: Sequence[int], ratio: float = 0.75) -> list[list[int]
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
     for i in order:
-        if groups and lengths[i] >= ratio * lengths[groups[-1][0]]:
-            groups[-1].append(i)
-        elif groups and lengths[i] == 0:
+        if (groups and lengths[i] >= ratio * lengths[groups[-1][0]]) or (
+            groups and lengths[i] == 0
+        ):
             groups[-1].append(i)
         else:
             groups.append([i])

@@ -153,7 +153,7 @@ async def _internal(_: Request, e: Exception) -> JSONResponse:  # pragma: no cov
 def exception_handlers() -> dict[Any, Any]:
     """The app's exception handlers: :data:`ERROR_STATUS`, then 422 and 500."""
     return {
-        **{cls: _refused for cls in ERROR_STATUS},
+        **dict.fromkeys(ERROR_STATUS, _refused),
         RequestValidationError: _invalid,
         Exception: _internal,
     }

@@ -78,7 +78,7 @@ def target_ids(tokenizer, text: str, n: int) -> list[int]:
     strings inside the review are text (a review with ``<|im_end|>`` must not teach or score
     an end of turn)."""
     ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    return ids[:n] if len(ids) >= n else ids + [tokenizer.eos_token_id]
+    return ids[:n] if len(ids) >= n else [*ids, tokenizer.eos_token_id]
 
 
 def register_placeholders(method, backends: Backends) -> list[int]:

@@ -47,7 +47,7 @@ def contrast(cfg: RunConfig, prep: Stage, emb: Stage) -> Stage:
         "slots_per_sample_mean": round(float(filled.mean()), 2) if len(filled) else 0.0,
         "samples_with_all_slots": int((filled == c.max_slots).sum()),
         "samples_without_slots": int((filled == 0).sum()),
-        "slot_reviews": int(len(data.review_ids)),
+        "slot_reviews": len(data.review_ids),
         "peers_per_slot_review_median": (
             float(np.median(data.n_peers)) if len(data.n_peers) else 0.0
         ),

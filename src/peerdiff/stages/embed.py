@@ -51,6 +51,6 @@ def embed(cfg: RunConfig, prep: Stage) -> Stage:
             "dim": encoder.dim,
             "pooling": encoder.pooling,
         },
-        counts={"embedded": int(len(rows)), **counts},
+        counts={"embedded": len(rows), **counts},
     )
     return stage

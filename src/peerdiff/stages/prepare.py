@@ -76,11 +76,13 @@ def prepare_benchmark(data: DataConfig, run_dir: Path, seed: int = 0, force: boo
         for stale in [*raw.dir.glob(".*.tmp"), *raw.dir.glob("*.columnar")]:  # a killed ingest
             stale.unlink(missing_ok=True)
         read_stats: dict[str, Any] = {}
-        with tqdm(unit=" lines", unit_scale=True, desc=f"read {reviews.name}") as bar:
-            with _tmp_file(raw.path("reviews.parquet")) as tmp:
-                s = read_reviews(
-                    reviews, fmt, tmp, data.on_bad_line, protocol.normalize_whitespace, bar.update
-                )
+        with (
+            tqdm(unit=" lines", unit_scale=True, desc=f"read {reviews.name}") as bar,
+            _tmp_file(raw.path("reviews.parquet")) as tmp,
+        ):
+            s = read_reviews(
+                reviews, fmt, tmp, data.on_bad_line, protocol.normalize_whitespace, bar.update
+            )
         read_stats["reviews"] = s.as_dict()
         if items is not None:
             with _tmp_file(raw.path("items.parquet")) as tmp:

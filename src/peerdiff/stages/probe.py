@@ -33,10 +33,7 @@ def probe(
     require_adapter(name, adapter)
     if not methods.get(name).user_features:
         raise ConfigError(f"{name!r} has no user features to swap (its delta is 0 by design)")
-    if split == "train":
-        items = train_samples(cfg, data.bench)
-    else:
-        items = data.bench.samples(split)
+    items = train_samples(cfg, data.bench) if split == "train" else data.bench.samples(split)
     if cfg.probe.max_samples and len(items) > cfg.probe.max_samples:  # a seeded subset
         pick = np.random.default_rng(cfg.seed).choice(len(items), cfg.probe.max_samples, False)
         items = [items[i] for i in sorted(pick)]
