@@ -54,11 +54,24 @@ class Backends:
         if self.cfg.llm.engine == "vllm":
             if self._vllm is None:
                 from peerdiff.backends.vllm import VLLMBackend
-                from peerdiff.model.llm import resolve_llm
+                from peerdiff.model.llm import dtype_name, resolve_llm
 
-                self._vllm = VLLMBackend(resolve_llm(self.cfg.llm.model, self.cfg.cache_dir))
+                llm = self.cfg.llm
+                dtype = dtype_name(llm.dtype, llm.device)
+                cpu = llm.device == "cpu" or (llm.device == "auto" and not _has_cuda())
+                self._vllm = VLLMBackend(
+                    resolve_llm(llm.model, self.cfg.cache_dir), dtype=dtype, enforce_eager=cpu
+                )
             return self._vllm
         return self.local
+
+    def release_engine(self) -> None:
+        """Stop a vLLM engine (its process, threads and memory) when a stage is done with
+        it; the next stage that generates starts a new one. Transformers work in the same
+        process runs many times slower while the engine is alive."""
+        if self._vllm is not None:
+            self._vllm.close()
+            self._vllm = None
 
     def is_local(self, name: str) -> bool:
         """True when backend ``name`` is the ``llm`` section's model."""
@@ -138,3 +151,9 @@ class Backends:
         backend."""
         b = self.role_config(role)
         return answer_tokens + (b.reasoning_tokens if b.reasoning else 0)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -53,7 +53,10 @@ class VLLMBackend(ChatBackend):
 
     Args:
         model: a Hugging Face id or local folder (GGUF defaults are converted first).
-        gpu_memory_utilization, max_model_len, tensor_parallel_size: passed to ``vllm.LLM``.
+        dtype: the weights' dtype (the backends pass what ``llm.dtype`` resolves to, float32
+            on a CPU, so that greedy outputs match the transformers backend's).
+        gpu_memory_utilization, max_model_len, tensor_parallel_size, enforce_eager: passed
+            to ``vllm.LLM`` (eager on a CPU: no graph capture to wait for).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class VLLMBackend(ChatBackend):
         gpu_memory_utilization: float = 0.6,
         max_model_len: int | None = 4096,
         tensor_parallel_size: int = 1,
+        enforce_eager: bool = False,
     ) -> None:
         if not is_vllm_available():
             raise DependencyError(
@@ -75,6 +79,10 @@ class VLLMBackend(ChatBackend):
             model=model,
             dtype=dtype,
             enable_prompt_embeds=True,
+            # token prompts and embedding prompts in one engine with prefix caching give wrong
+            # outputs (a known vLLM issue); every run here mixes them
+            enable_prefix_caching=False,
+            enforce_eager=enforce_eager,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size,

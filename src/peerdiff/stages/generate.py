@@ -36,13 +36,7 @@ def generate(
     Raises:
         MissingStageError: a soft-prompt method whose adapter was not trained.
     """
-    from peerdiff.generate import (
-        chat_fn,
-        resumable_chunk,
-        row_digests,
-        run_predictions,
-        soft_generate_fn,
-    )
+    from peerdiff.generate import chat_fn, soft_generate_fn
     from peerdiff.model.adapters import soft_fn
 
     ms = MethodSplit(cfg, name, split, data, backends, adapter)
@@ -84,18 +78,10 @@ def generate(
         gen = soft_generate_fn(generator, inj, ad, ids, P.features, params, name)
     else:
         gen = chat_fn(generator, P.conversations, params, name)
-    recs = run_predictions(
-        name,
-        ms.items,
-        P.conversations,
-        gen,
-        stage.path("predictions.jsonl"),
-        gen_key,
-        resumable_chunk(generator),
-        inputs=row_digests(adapter.key(), P.features) if ms.soft else None,
-        # each line keeps its prefill's NLL sum: a resumed run writes the same NLL stage
-        scores=(lambda i: {"nll_sum": float(sums[i]), "nll_key": plan.key}) if scored else None,
-    )
+    try:
+        recs = _predict(ms, P, gen, stage, gen_key, generator, plan, sums, scored)
+    finally:
+        backends.release_engine()  # a vLLM engine stops here (no-op for the local model)
     if scored:  # lines kept from an interrupted run bring their sums; others: apart
         scored = all(r.get("nll_key") == plan.key and "nll_sum" in r for r in recs)
     extra: dict[str, Any] = {}
@@ -115,3 +101,21 @@ def generate(
         **extra,
     )
     return stage
+
+
+def _predict(ms, P, gen, stage, gen_key, generator, plan, sums, scored) -> list[dict]:
+    """The prediction lines (resumed where an interrupted run left them)."""
+    from peerdiff.generate import resumable_chunk, row_digests, run_predictions
+
+    return run_predictions(
+        ms.name,
+        ms.items,
+        P.conversations,
+        gen,
+        stage.path("predictions.jsonl"),
+        gen_key,
+        resumable_chunk(generator),
+        inputs=row_digests(ms.adapter.key(), P.features) if ms.soft else None,
+        # each line keeps its prefill's NLL sum: a resumed run writes the same NLL stage
+        scores=(lambda i: {"nll_sum": float(sums[i]), "nll_key": plan.key}) if scored else None,
+    )
