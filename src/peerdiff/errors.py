@@ -6,7 +6,8 @@ Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import difflib
+from collections.abc import Iterable, Iterator
 
 
 class PeerdiffError(Exception):
@@ -55,6 +56,24 @@ class DependencyError(PeerdiffError, ImportError):
 
 class MissingStageError(PeerdiffError):
     """A stage needs the output of one that has not run (the message names the command)."""
+
+
+def did_you_mean(value: object, choices: Iterable[object], prefix: str = "") -> str:
+    """``" (did you mean 'x'?)"`` for a mistyped name, else ``""``.
+
+    Appended to the messages that reject a name and list the valid ones. The closest names by
+    :func:`difflib.get_close_matches` (at most three, those nearly as close as the best).
+    ``prefix`` is put before each suggestion (a section path, ``"train."``) but takes no part
+    in matching.
+    """
+    options = {str(c): c for c in choices}
+    close = difflib.get_close_matches(str(value), list(options), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    ratio = [difflib.SequenceMatcher(None, str(value), c).ratio() for c in close]
+    close = [c for c, r in zip(close, ratio) if r >= ratio[0] - 0.05]
+    shown = [repr(f"{prefix}{c}") if prefix else repr(options[c]) for c in close]
+    return f" (did you mean {' or '.join(shown)}?)"
 
 
 @contextlib.contextmanager

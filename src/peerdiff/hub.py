@@ -105,8 +105,10 @@ def load_adapter(
 
 
 def model_card(run_dir: Path, method: str) -> str:
-    """The model card of ``train/<method>/best`` from what the run directory holds."""
+    """The model card of ``train/<method>/best`` from what the run directory holds; it names
+    the LLM under its results (the packaged default: a dequantised Q4_1 GGUF)."""
     from peerdiff.stage import read_json
+    from peerdiff.tables import llm_note
 
     best = run_dir / "train" / method / "best"
     acfg = json.loads((best / CONFIG_NAME).read_text())
@@ -129,7 +131,8 @@ def model_card(run_dir: Path, method: str) -> str:
         "",
         "## Models",
         "",
-        f"- base LLM: `{acfg.get('base_model')}` (revision `{acfg.get('base_model_revision')}`)",
+        f"- base LLM: `{acfg.get('base_model')}` (revision `{acfg.get('base_model_revision')}`); "
+        f"{llm_note({'llm': {'model': acfg.get('base_model')}})}",
         f"- sentence encoder: `{acfg.get('encoder')}` (`{acfg.get('encoder_key')}`)",
         f"- sizes: encoder {acfg['encoder_dim']}, LLM hidden {acfg['llm_hidden']}, "
         f"{man.get('trainable_parameters', '?')} trainable parameters",
@@ -165,7 +168,8 @@ def model_card(run_dir: Path, method: str) -> str:
     ]
     results = _results(run_dir, method)
     if results:
-        lines += ["## Results of this run", "", *results, ""]
+        llm = llm_note({"llm": {"model": acfg.get("base_model")}})
+        lines += ["## Results of this run", "", *results, "", f"{llm}.", ""]
     lines += [
         "## Use",
         "",

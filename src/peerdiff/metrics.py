@@ -44,7 +44,7 @@ LABELS = {
     "rouge1": "ROUGE-1",
     "rougeL": "ROUGE-L",
     "meteor": "METEOR",
-    "bleu": "BLEU",
+    "bleu": "BLEU (0-100)",  # sacrebleu's scale, the papers' (a score of 0.06 is 0.06 of 100)
     "bertscore": "BERTScore",
     "nll": "NLL",
     "ppl": "PPL",

@@ -3,8 +3,10 @@
 Reads the per-sample scores of ``<run_dir>/evaluate/<method>-<split>/`` and writes
 ``report.md``, ``report.csv``, ``report.json`` and PNG plots into ``<run_dir>/report/``:
 
-- one table per split: ROUGE-1, ROUGE-L, METEOR, BLEU, BERTScore (and the judge score when
-  present); the best value of each column in **bold**, the second best in *italics*;
+- one table per split: ROUGE-1, ROUGE-L, METEOR, BLEU (sacrebleu's 0-100 scale, the
+  papers'), BERTScore (and the judge score when present); the best value of each column in
+  **bold**, the second best in *italics*; under it a note naming the LLM (the packaged
+  default: SmolLM2-135M-Instruct, a Q4_1 GGUF dequantised to float32);
 - for each method, the paired bootstrap 95% interval of its difference to a reference
   method (default ``dep`` when evaluated), on the samples both methods share; corpus BLEU is
   recomputed on every resample from per-sample n-gram statistics;
@@ -349,6 +351,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                 ),
             ]
         lines += [f"Note: {n}\n" for n in s["notes"]]
+        if report.get("llm"):
+            lines += [f"Note: {report['llm']}\n"]
     if not report["splits"]:
         lines += [
             "No evaluated methods in this run yet (`peerdiff run` or `peerdiff evaluate`).",
@@ -415,12 +419,22 @@ def write_report(
     n_boot: int = 1000,
     seed: int = 0,
     training_method: str = "dep",
+    config: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``report/report.{md,csv,json}`` and the plots (module docstring)."""
+    """Write ``report/report.{md,csv,json}`` and the plots (module docstring).
+
+    Args:
+        config: the run's config as a mapping, used to name the LLM when the run directory
+            has no ``config.yaml`` (``peerdiff run`` writes one; single stages do not).
+    """
+    from peerdiff.tables import llm_note
+
     run_dir = Path(run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     report = build_report(run_dir, reference, n_boot, seed)
+    recorded = _run_config(run_dir) or config
+    report["llm"] = llm_note(recorded) if recorded is not None else None
     report["training"] = {
         d.parent.name: read_json(d)
         for d in sorted((run_dir / "train").glob("*/state.json"))
@@ -480,18 +494,27 @@ def write_report(
     return out
 
 
-def _deviations(run_dir: Path) -> list[str]:
-    """The run's deviations from the published profile (from its ``config.yaml``)."""
+def _run_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config ``peerdiff run`` recorded in the run directory (``config.yaml``), if any."""
     import yaml
 
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return None
+    raw = yaml.safe_load(path.read_text())
+    return raw if isinstance(raw, dict) else None
+
+
+def _deviations(run_dir: Path) -> list[str]:
+    """The run's deviations from the published profile (from its ``config.yaml``)."""
     from peerdiff.config import RunConfig, from_dict
     from peerdiff.errors import ConfigError
     from peerdiff.paper import deviations
 
-    path = run_dir / "config.yaml"
-    if not path.exists():
+    raw = _run_config(run_dir)
+    if raw is None:
         return []
     try:
-        return deviations(from_dict(RunConfig, yaml.safe_load(path.read_text())))
+        return deviations(from_dict(RunConfig, raw))
     except ConfigError:  # written by another version
         return []

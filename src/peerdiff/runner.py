@@ -20,7 +20,14 @@ from peerdiff import methods, stages
 from peerdiff.backends import Backends
 from peerdiff.config import RunConfig
 from peerdiff.stage import Stage, atomic_path, read_json, write_json
-from peerdiff.tables import console, print_stats, probe_table, results_table, write_results
+from peerdiff.tables import (
+    console,
+    llm_note,
+    print_stats,
+    probe_table,
+    results_table,
+    write_results,
+)
 
 
 class Timings:
@@ -114,13 +121,14 @@ def run(
                             )
                         )
                     )
-    write_results(cfg.run_path, rows, cfg.name)
+    llm = llm_note(cfg.to_dict())
+    write_results(cfg.run_path, rows, cfg.name, llm)
     from peerdiff.hub import write_model_card
 
     for name in names:  # model cards now carry this run's metrics and probe results
         if methods.get(name).soft:
             write_model_card(cfg.run_path, name)
-    console.print(results_table(rows, title=f"{cfg.name}: results"))
+    console.print(results_table(rows, title=f"{cfg.name}: results", note=llm))
     if probes:
         console.print(probe_table(probes))
     for note in sorted({n for r in rows for n in r.get("notes", [])}):

@@ -1,9 +1,10 @@
 """What runs print and write: benchmark statistics, the results and probe tables (rich),
-and the results files (CSV, Markdown, JSON)."""
+the results files (CSV, Markdown, JSON) and the line that names the LLM under results."""
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from peerdiff.config.sections import DEFAULT_LLM_ALIASES, DEFAULT_LLM_NOTE
 from peerdiff.metrics import LABELS, METRICS, OPTIONAL_METRICS, format_score
 from peerdiff.stage import atomic_path, write_json
 
@@ -41,15 +43,34 @@ def print_stats(stats: dict[str, Any]) -> None:
     console.print(t)
 
 
+def llm_note(config: dict[str, Any]) -> str:
+    """``"LLM: ..."``: the generator of a run's results, from its config as a mapping
+    (``cfg.to_dict()`` or a run's ``config.yaml``). The packaged default says that it is a
+    dequantised Q4_1 GGUF, whose numbers are not the Hugging Face checkpoint's."""
+    role = (config.get("roles") or {}).get("generator") or "local"
+    backend = (config.get("backends") or {}).get(role) or {}
+    model = backend.get("model") or (config.get("llm") or {}).get("model") or "default"
+    if backend.get("type") == "openai":
+        return f"LLM: {model} (backend {role}, an OpenAI-compatible server)"
+    if model in DEFAULT_LLM_ALIASES:
+        return f"LLM: {DEFAULT_LLM_NOTE}"
+    if str(model).endswith(".gguf"):
+        return f"LLM: {model}, dequantised to float32"
+    return f"LLM: {model}"
+
+
 def shown_metrics(rows: list[dict[str, Any]]) -> list[str]:
     """The standard metrics plus optional ones (NLL, perplexity, the judge) some row has."""
     extra = [m for m in OPTIONAL_METRICS if any(r["scores"].get(m) is not None for r in rows)]
     return [*METRICS, *extra]
 
 
-def results_table(rows: list[dict[str, Any]], title: str = "results") -> Table:
+def results_table(
+    rows: list[dict[str, Any]], title: str = "results", note: str | None = None
+) -> Table:
+    """The results rows as a table; ``note`` (:func:`llm_note`) is printed under it."""
     metrics = shown_metrics(rows)
-    t = Table(title=title)
+    t = Table(title=title, caption=note, caption_justify="left")
     for col in ("method", "split", "n"):
         t.add_column(col, justify="right" if col == "n" else "left")
     for m in metrics:
@@ -87,8 +108,35 @@ def probe_table(summaries: list[dict[str, Any]]) -> Table:
     return t
 
 
-def write_results(run_dir: Path, rows: list[dict[str, Any]], name: str) -> None:
-    """``results-<name>.{json,csv,md}`` in the run directory."""
+def _yaml_value(v: Any) -> str:
+    """A value as an override or YAML spells it (``null``, ``true``, ``[a, b]``)."""
+    if isinstance(v, str):
+        return v
+    return json.dumps(v)
+
+
+def config_table(keys: list[Any], title: str = "config") -> Table:
+    """``peerdiff config``: key, value, default (only where the value differs), help."""
+    t = Table(title=title)
+    for col in ("key", "value", "default", "help"):
+        t.add_column(col, overflow="fold")
+    for k in keys:
+        differs = k.value != k.default
+        t.add_row(
+            k.key,
+            _yaml_value(k.value),
+            _yaml_value(k.default) if differs else "",
+            k.help,
+            style="bold" if differs else None,
+        )
+    return t
+
+
+def write_results(
+    run_dir: Path, rows: list[dict[str, Any]], name: str, note: str | None = None
+) -> None:
+    """``results-<name>.{json,csv,md}`` in the run directory; ``note`` (:func:`llm_note`)
+    goes under the Markdown table."""
     from peerdiff.report import markdown_table
 
     metrics = shown_metrics(rows)
@@ -119,5 +167,7 @@ def write_results(run_dir: Path, rows: list[dict[str, Any]], name: str) -> None:
             for r in rows
         ],
     )
+    if note:
+        table += f"\n{note}\n"
     with atomic_path(run_dir / f"results-{name}.md") as tmp:
         tmp.write_text(table)

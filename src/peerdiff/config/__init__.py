@@ -3,13 +3,19 @@
 Every experiment is one YAML file whose keys mirror :class:`RunConfig`. Unknown keys,
 wrong types and out-of-range values raise :class:`ConfigError` naming the key path
 (``data.protocol.min_text_chars``) and, when it came from a file, the file.
+
+The shipped job configs live in the package (``peerdiff/resources/configs/*.yaml``, in the
+wheel); a checkout's ``configs/`` is a link to that folder, so ``configs/quick.yaml`` names
+the same file from the repository root, and :func:`load_config` finds it from anywhere else
+(see there).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -39,8 +45,11 @@ from peerdiff.config.sections import (
     RolesConfig,
     TrainConfig,
 )
-from peerdiff.errors import ConfigError
+from peerdiff.errors import ConfigError, did_you_mean
 from peerdiff.methods import names  # the registry (imports no method module)
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "PRESETS",
@@ -53,6 +62,7 @@ __all__ = [
     "EmbedConfig",
     "EvalConfig",
     "GenerateConfig",
+    "KeyInfo",
     "LLMConfig",
     "PPlugConfig",
     "PipelineConfig",
@@ -66,8 +76,10 @@ __all__ = [
     "TrainConfig",
     "default_cache_dir",
     "default_data_root",
+    "describe",
     "from_dict",
     "load_config",
+    "packaged_configs",
 ]
 
 
@@ -98,7 +110,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         for m in self.methods:
             if m not in names():
-                raise ConfigError(f"methods: {m!r} is not one of {list(names())}")
+                raise ConfigError(
+                    f"methods: {m!r} is not one of {list(names())}{did_you_mean(m, names())}"
+                )
         if "local" not in self.backends:  # the in-process model (llm section) always exists
             self.backends = {"local": BackendConfig(), **self.backends}
         for name, b in self.backends.items():
@@ -117,11 +131,97 @@ class RunConfig:
         return _plain(asdict(self))
 
 
+# ----------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One config key: its dotted name, value under a config, default and help text."""
+
+    key: str
+    value: Any
+    default: Any
+    help: str
+
+
+def describe(cfg: RunConfig | None = None, prefix: str = "") -> list[KeyInfo]:
+    """Every config key (``train.lr``) with its value under ``cfg`` (default: the defaults),
+    its default and the help text of its dataclass field (``metadata={"help": ...}``).
+
+    ``backends.<name>.*`` is listed for each backend ``cfg`` defines; ``data.protocol.*``
+    lists the thresholds after the preset and its overrides, the preset's value as default.
+
+    Raises:
+        ConfigError: no key starts with ``prefix`` (the message suggests close ones).
+    """
+    cfg = cfg or RunConfig()
+    out: list[KeyInfo] = []
+    _walk(cfg, RunConfig(), "", out)
+    hits = [k for k in out if k.key.startswith(prefix)]
+    if not hits:
+        names = sorted({k.key.rsplit(".", 1)[0] for k in out} | {k.key for k in out})
+        raise ConfigError(f"no config key starts with {prefix!r}{did_you_mean(prefix, names)}")
+    return hits
+
+
+def _walk(obj: Any, default: Any, where: str, out: list[KeyInfo]) -> None:
+    for f in fields(obj):
+        key, value = f"{where}{f.name}", getattr(obj, f.name)
+        dflt = getattr(default, f.name, None)
+        if is_dataclass(value):
+            _walk(value, dflt, f"{key}.", out)
+        elif key == "backends":
+            for name, b in value.items():
+                _walk(b, (dflt or {}).get(name, BackendConfig()), f"{key}.{name}.", out)
+        elif key == "data.protocol":  # preset overrides: list the resolved thresholds
+            resolved, preset = obj.resolved_protocol(), PRESETS[obj.preset]
+            for pf in fields(Protocol):
+                out.append(
+                    KeyInfo(
+                        f"{key}.{pf.name}",
+                        getattr(resolved, pf.name),
+                        getattr(preset, pf.name),
+                        pf.metadata.get("help", ""),
+                    )
+                )
+        else:
+            out.append(KeyInfo(key, _plain(value), _plain(dflt), f.metadata.get("help", "")))
+
+
 # ----------------------------------------------------------------------------- loading
+
+
+def packaged_configs() -> dict[str, Traversable]:
+    """The job configs shipped in the package, by name (``quick`` -> ``.../quick.yaml``)."""
+    root = resources.files("peerdiff") / "resources" / "configs"
+    if not root.is_dir():
+        return {}
+    return {
+        f.name.removesuffix(".yaml"): f
+        for f in sorted(root.iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".yaml")
+    }
+
+
+def _packaged(path: str | Path) -> Traversable | None:
+    """The packaged config that ``quick``, ``quick.yaml`` or ``configs/quick.yaml`` names."""
+    p = PurePath(path)
+    if p.is_absolute() or (len(p.parts) > 1 and p.parts[:-1] != ("configs",)):
+        return None
+    return packaged_configs().get(p.name.removesuffix(".yaml"))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Load a :class:`RunConfig` from YAML (or defaults) and apply ``key=value`` overrides.
+
+    Args:
+        path: a YAML file; ``None``: the defaults. A path that is not a file on disk and reads
+            ``<name>``, ``<name>.yaml`` or ``configs/<name>.yaml`` is the job config shipped
+            in the package (:func:`packaged_configs`): from a checkout ``configs/quick.yaml``
+            is the file itself (``configs/`` links to the packaged folder); after ``pip
+            install`` ``quick`` or ``configs/quick.yaml`` works from any directory. A file of
+            that name in the working directory always wins.
+        overrides: ``key.sub=value`` items (values are YAML).
 
     Raises:
         ConfigError: unknown key, bad type or value; the message names the key and the file.
@@ -129,11 +229,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw: dict[str, Any] = {}
     where = "defaults"
     if path is not None:
-        where = str(path)
+        source: Path | Traversable = Path(path)
+        shipped = None if Path(path).is_file() else _packaged(path)
+        if shipped is not None:
+            source = shipped
+        where = str(source)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = source.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
+            shipped_names = list(packaged_configs())
+            raise ConfigError(
+                f"config file not found: {path}"
+                f"{did_you_mean(PurePath(path).stem, shipped_names)}; configs shipped with "
+                f"peerdiff, by name: {', '.join(shipped_names)}"
+            ) from None
         except IsADirectoryError:
             raise ConfigError(f"{path}: is a directory, not a YAML config file") from None
         except UnicodeDecodeError as e:

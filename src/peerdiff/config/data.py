@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peerdiff.config.parse import _convert
-from peerdiff.errors import ConfigError
+from peerdiff.errors import ConfigError, did_you_mean
 
 
 class Source(str, enum.Enum):
@@ -126,11 +126,17 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
-            raise ConfigError(f"data.preset: {self.preset!r} is not one of {sorted(PRESETS)}")
+            raise ConfigError(
+                f"data.preset: {self.preset!r} is not one of {sorted(PRESETS)}"
+                f"{did_you_mean(self.preset, sorted(PRESETS))}"
+            )
         known = {f.name for f in fields(Protocol)}
         for key in self.protocol:
             if key not in known:
-                raise ConfigError(f"unknown key data.protocol.{key}; known: {sorted(known)}")
+                raise ConfigError(
+                    f"unknown key data.protocol.{key}"
+                    f"{did_you_mean(key, sorted(known), 'data.protocol.')}; known: {sorted(known)}"
+                )
         self.resolved_protocol()  # validates values early
         if self.max_users is not None and self.max_users < 1:
             raise ConfigError(f"data.max_users must be >= 1, got {self.max_users}")

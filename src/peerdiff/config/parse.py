@@ -8,7 +8,7 @@ import typing
 from dataclasses import fields, is_dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
-from peerdiff.errors import ConfigError
+from peerdiff.errors import ConfigError, did_you_mean
 
 T = typing.TypeVar("T")
 
@@ -32,7 +32,11 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     for key in data:
         if key not in known:
             moved = MOVED.get(f"{where}{key}")
-            hint = f" (moved to {moved})" if moved else f"; known keys: {sorted(known)}"
+            hint = (
+                f" (moved to {moved})"
+                if moved
+                else f"{did_you_mean(key, known, where)}; known keys: {sorted(known)}"
+            )
             raise ConfigError(f"unknown key {where}{key}{hint}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
@@ -61,7 +65,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         raise ConfigError(errors[0])
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+            choices = list(get_args(tp))
+            raise ConfigError(
+                f"{where}: {value!r} is not one of {choices}{did_you_mean(value, choices)}"
+            )
         return value
     if is_dataclass(tp):
         return from_dict(tp, value, f"{where}.")
@@ -69,7 +76,10 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         try:
             return tp(value)
         except ValueError:
-            raise ConfigError(f"{where}: {value!r} is not one of {[e.value for e in tp]}") from None
+            choices = [e.value for e in tp]
+            raise ConfigError(
+                f"{where}: {value!r} is not one of {choices}{did_you_mean(value, choices)}"
+            ) from None
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list, got {value!r}")

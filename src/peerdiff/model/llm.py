@@ -18,13 +18,12 @@ from pathlib import Path
 
 import torch
 
+from peerdiff.config.sections import DEFAULT_LLM_ALIASES
 from peerdiff.device import auto_dtype, cpu_bf16_matmul, pick_device
 from peerdiff.errors import ConfigError, DependencyError, loading
 from peerdiff.stage import file_digest
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LLM_ALIASES = ("default", "SmolLM2-135M-Instruct", "smollm2-135m-instruct")
 
 
 def default_gguf() -> Path:
