@@ -93,8 +93,16 @@ def test_unreachable_server_is_a_clear_error():
             {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6},
             422,
         ),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}, 422),
-        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "stream": True}, 400),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 2}, 400),
+        ({"model": "tiny", "messages": [{"role": "user", "content": "x"}], "n": 0}, 422),
+        (
+            {
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "x"}],
+                "stream_options": {"include_usage": True},
+            },
+            400,
+        ),
         ({"model": "tiny", "messages": [{"role": "user", "content": 5}]}, 422),
     ],
 )
@@ -118,7 +126,8 @@ def test_chat_completion_shape(server):
             "messages": [{"role": "user", "content": "hello"}],
             "max_tokens": 4,
             "temperature": 0,
-            "frequency_penalty": 0.1,
+            "frequency_penalty": 0,  # OpenAI fields at their no-op value are taken
+            "user": "someone",  # and those that cannot change the answer ignored
         },
     )
     assert r.status_code == 200
@@ -402,10 +411,20 @@ def test_a_history_timestamp_beyond_the_year_3000_is_422(server):
 def test_library_errors_are_answered_by_the_status_table(server):
     """The service raises the library's errors; the app's one table turns them into status
     codes, with the message as the only field of the body."""
-    from peerdiff.errors import BadRequestError, MissingStageError, UnknownUserError
+    from peerdiff.errors import (
+        BadRequestError,
+        MissingStageError,
+        UnknownModelError,
+        UnknownUserError,
+    )
     from peerdiff.serve import ERROR_STATUS
 
-    assert {BadRequestError: 400, UnknownUserError: 404, MissingStageError: 409} == ERROR_STATUS
+    assert {
+        BadRequestError: 400,
+        UnknownModelError: 404,
+        UnknownUserError: 404,
+        MissingStageError: 409,
+    } == ERROR_STATUS
     hist = [{"item_title": "a", "rating": 1, "text": "b"}]
     user = server["service"].bench.users[0]
     for kw, status, start in [
@@ -416,5 +435,182 @@ def test_library_errors_are_answered_by_the_status_table(server):
         r = review(server, **kw)
         assert r.status_code == status and list(r.json()) == ["detail"], r.text
         assert r.json()["detail"].startswith(start)
-    r = httpx.post(server["url"] + "/v1/chat/completions", json=_chat("hi", stream=True))
-    assert r.json() == {"detail": "stream=true is not supported; send stream=false"}
+    # the OpenAI routes add OpenAI's error object, naming the field
+    r = httpx.post(server["url"] + "/v1/chat/completions", json=_chat("hi", n=2))
+    msg = "n=2 is not supported: one choice per request (send n=1)"
+    assert r.status_code == 400
+    assert r.json() == {
+        "detail": msg,
+        "error": {"message": msg, "type": "invalid_request_error", "param": "n", "code": None},
+    }
+
+
+# ----------------------------------------------------------------------------- OpenAI client
+
+
+def _client(server):
+    import openai
+
+    return openai.OpenAI(base_url=server["url"] + "/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_streams_a_chat(server):
+    """Issue item 7: ``stream=True`` got a 400. Now server-sent chunks whose deltas join into
+    the answer the same request gets without streaming: greedy (the tiny random model's
+    greedy answer to a chat is empty) and seeded sampling, as deterministic, with words."""
+    client = _client(server)
+    for kw in ({"temperature": 0}, {"temperature": 1.0, "seed": 9}):
+        ask = {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Say something about jazz."}],
+            "max_tokens": 32,
+            **kw,
+        }
+        whole = client.chat.completions.create(**ask)
+        chunks = list(
+            client.chat.completions.create(
+                **ask, stream=True, stream_options={"include_usage": True}
+            )
+        )
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert {c.object for c in chunks} == {"chat.completion.chunk"}
+        assert len({c.id for c in chunks}) == 1 and chunks[0].model == "tiny"
+        deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+        text = whole.choices[0].message.content
+        assert "".join(deltas) == text
+        assert len([d for d in deltas if d]) == len(text.split())  # word-sized pieces
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices]
+        assert finish[:-1] == [None] * (len(finish) - 1)
+        assert finish[-1] == whole.choices[0].finish_reason
+        assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # include_usage
+    assert len(text.split()) >= 2
+    with httpx.stream(
+        "POST", server["url"] + "/v1/chat/completions", json={**ask, "stream": True}, timeout=60
+    ) as r:
+        body = r.read().decode()
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert body.endswith("data: [DONE]\n\n") and '"usage"' not in body
+
+
+@pytest.mark.parametrize(
+    ("kw", "param", "needle"),
+    [
+        ({"n": 2}, "n", "one choice per request"),
+        ({"logprobs": True}, "logprobs", "no token log-probabilities"),
+        ({"top_logprobs": 3}, "top_logprobs", "no token log-probabilities"),
+        ({"response_format": {"type": "json_object"}}, "response_format", "only text"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
+            "tools",
+            "no function calling",
+        ),
+        ({"tool_choice": "required"}, "tool_choice", "no function calling"),
+        ({"presence_penalty": 0.5}, "presence_penalty", "repetition_penalty"),
+        ({"logit_bias": {"5": 10}}, "logit_bias", "not biased"),
+        ({"extra_body": {"top_k": 5}}, "top_k", "unrecognized request field 'top_k'"),
+    ],
+)
+def test_openai_client_gets_400_naming_what_is_not_supported(server, kw, param, needle):
+    """These were silently ignored (n=2: 422)."""
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as e:
+        _client(server).chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2, **kw
+        )
+    assert e.value.status_code == 400 and e.value.param == param
+    assert needle in e.value.message and param in e.value.message
+
+
+def test_only_the_served_model_is_answered(server):
+    """Any model name was accepted and echoed; now the one ``/v1/models`` lists."""
+    import openai
+
+    client = _client(server)
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    assert client.models.list().data[0].max_model_len == 4096  # the tiny model's context
+    for call in (
+        lambda: client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        ),
+        lambda: client.completions.create(model="tin", prompt="hi"),
+    ):
+        with pytest.raises(openai.NotFoundError) as e:
+            call()
+        assert e.value.code == "model_not_found" and e.value.param == "model"
+        assert "this service serves ['tiny']" in e.value.message
+    assert "did you mean 'tiny'" in e.value.message
+
+
+def test_completions_answer_a_list_of_prompts_in_order(server):
+    """``/v1/completions`` (lm-eval-harness's local-completions): plain-text prompts, one
+    choice per prompt, each as the prompt alone gets it; stop strings cut the text."""
+    client = _client(server)
+    prompts = ["The best jazz album is", "Question: what is a saxophone?\nAnswer:"]
+    r = client.completions.create(model="tiny", prompt=prompts, max_tokens=12, temperature=0)
+    assert r.object == "text_completion" and [c.index for c in r.choices] == [0, 1]
+    texts = [c.text for c in r.choices]
+    assert all(isinstance(t, str) for t in texts) and texts[0]
+    alone = client.completions.create(model="tiny", prompt=prompts[1], max_tokens=12, temperature=0)
+    assert alone.choices[0].text == texts[1]
+    assert r.usage.prompt_tokens > alone.usage.prompt_tokens > 0
+    # no chat template: the prompt's tokens are its text's (plus the tokenizer's own BOS)
+    tok = server["service"].engine.tokenizer
+    assert alone.usage.prompt_tokens == len(tok(prompts[1])["input_ids"])
+    sampled = {"model": "tiny", "prompt": prompts[0], "max_tokens": 24, "temperature": 1.0}
+    text = client.completions.create(**sampled, seed=9).choices[0].text
+    stop = text[6:8]
+    cut = client.completions.create(**sampled, seed=9, stop=[stop, "never there"]).choices[0]
+    assert cut.text == text[: text.find(stop)] and cut.text
+    assert cut.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [
+        ({"echo": True}, "echo"),
+        ({"logprobs": 1}, "logprobs"),
+        ({"logprobs": 0}, "logprobs"),
+        ({"best_of": 3}, "best_of"),
+        ({"suffix": "end"}, "suffix"),
+        ({"stream": True}, "stream"),
+        ({"n": 2}, "n"),
+        ({"prompt": [[1, 2, 3]]}, "prompt"),
+    ],
+)
+def test_completions_refuse_what_they_do_not_do(server, kw, param):
+    import openai
+
+    ask = {"model": "tiny", "prompt": "hi", "max_tokens": 2, **kw}
+    with pytest.raises(openai.BadRequestError) as e:
+        _client(server).completions.create(**ask)
+    assert e.value.param == param
+
+
+def test_a_cancelled_job_is_skipped_and_the_worker_lives_on():
+    """A client that goes away cancels its job's future: the worker skips it (setting the
+    result of a cancelled future used to raise on the worker thread)."""
+    import threading
+    from typing import ClassVar
+
+    from peerdiff.serve import GenerationWorker
+
+    class Echo:
+        calls: ClassVar[list] = []
+
+        def chat(self, convs, params, desc=""):
+            self.calls.append([c[-1]["content"] for c in convs])
+            return [c[-1]["content"] for c in convs]
+
+    gate = threading.Event()
+    worker = GenerationWorker(Echo(), max_batch=4, max_wait=0.0)
+    blocked = worker.submit_call(gate.wait)  # holds the worker
+    time.sleep(0.1)
+    gone = worker.submit_chat([{"role": "user", "content": "gone"}], GenParams())
+    assert gone.cancel()
+    gate.set()
+    blocked.result(timeout=10)
+    kept = worker.submit_chat([{"role": "user", "content": "kept"}], GenParams())
+    assert kept.result(timeout=10).text == "kept"
+    worker.close()
+    assert Echo.calls == [["kept"]]

@@ -39,7 +39,25 @@ class UnknownUserError(DataError, KeyError):
 
 class BadRequestError(DataError):
     """A request that cannot be answered as posed: a method that needs a known user given an
-    inline history, streaming asked of the service (the message says what to send instead)."""
+    inline history, a field of the OpenAI API the service does not implement (the message says
+    what to send instead).
+
+    Args:
+        param: the request field at fault, when there is one (OpenAI's error ``param``).
+        code: a machine-readable reason (OpenAI's error ``code``: ``model_not_found``).
+    """
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class UnknownModelError(BadRequestError):
+    """A model name the service does not serve (the message lists those it does)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="model", code="model_not_found")
 
 
 class PromptTooLongError(BadRequestError):

@@ -1,10 +1,16 @@
 """``peerdiff serve``: an HTTP service over the local model (FastAPI + uvicorn).
 
-- ``POST /v1/chat/completions``: OpenAI-compatible chat completions (no streaming, n = 1),
+- ``POST /v1/chat/completions``: OpenAI-compatible chat completions (n = 1; streamed as
+  server-sent events of the finished answer, in word-sized chunks, with ``stream: true``),
   so the OpenAI backend, vLLM clients or the ``openai`` package can use the local model.
+- ``POST /v1/completions``: legacy text completions of plain-text prompts (no chat
+  template), as lm-eval-harness's ``local-completions`` calls them.
 - ``POST /v1/reviews``: the personalized review for a user (known to the prepared
   benchmark, or given inline as a history) and a new item, by any registered method.
-- ``GET /health``, ``GET /v1/models``.
+- ``GET /health``, ``GET /v1/models`` (the one model name the OpenAI routes answer to).
+
+OpenAI fields are honoured, taken at the value that asks for nothing, ignored when they
+cannot change the answer, or refused with a 400 naming the field (:mod:`.schemas`).
 
 Everything heavy is built once at start-up (:class:`Service`): the data stages, the
 backends, every method, and for each soft-prompt method with an adapter trained under the
@@ -37,6 +43,8 @@ _LAZY = {
     "CallJob": "worker",
     "ChatResult": "worker",
     "ChatRequest": "schemas",
+    "CompletionRequest": "schemas",
+    "TextJob": "worker",
     "ReviewRequest": "schemas",
     "create_app": "app",
     "serve": "app",

@@ -3,7 +3,14 @@
 
 HTTP lives here and nowhere else: the routes, the API key, the body limit, and one table,
 :data:`ERROR_STATUS`, from the errors the library raises to the status codes the app answers
-with (their messages become the ``detail``).
+with (their messages become the ``detail``; on the OpenAI routes the body also carries
+OpenAI's ``error`` object, so that the ``openai`` client reads its ``param`` and ``code``).
+
+The OpenAI routes serve the one model ``/v1/models`` lists (another name is a 404,
+``model_not_found``), honour or refuse each field (:mod:`.schemas`), and stream chat
+completions as server-sent events. Streaming is of the finished text: the worker generates a
+whole answer at once, which is then sent in word-sized chunks; tokens are not streamed as
+they are decoded.
 """
 
 from __future__ import annotations
@@ -12,10 +19,14 @@ import asyncio
 import contextlib
 import copy
 import hmac
+import json
 import logging
+import re
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from typing import Any
 
 from peerdiff import __version__
@@ -26,20 +37,28 @@ from peerdiff.errors import (
     ConfigError,
     DependencyError,
     MissingStageError,
+    PeerdiffError,
     PromptTooLongError,
+    UnknownModelError,
     UnknownUserError,
+    did_you_mean,
 )
 from peerdiff.methods.prompts import strip_prefix
 from peerdiff.serve.service import Service
-from peerdiff.serve.worker import ChatResult
+from peerdiff.serve.worker import ChatResult, encode_text
 
 try:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
 
-    from peerdiff.serve.schemas import ChatRequest, ReviewRequest
+    from peerdiff.serve.schemas import (
+        ChatRequest,
+        CompletionRequest,
+        OpenAIRequest,
+        ReviewRequest,
+    )
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise DependencyError("`peerdiff serve` needs `pip install peerdiff[serve]`") from e
 
@@ -120,15 +139,31 @@ def _excerpt(value: Any, limit: int = 80) -> str:
 # anything else 500.
 ERROR_STATUS: dict[type[Exception], int] = {
     BadRequestError: 400,
+    UnknownModelError: 404,
     UnknownUserError: 404,
     MissingStageError: 409,
 }
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/models")
 
 
-async def _refused(_: Request, e: Exception) -> JSONResponse:
-    """The status :data:`ERROR_STATUS` gives the error's class (or nearest base)."""
+def openai_error(e: Exception) -> dict[str, Any]:
+    """OpenAI's ``error`` object of a refusal (its ``param`` and ``code`` where it has them)."""
+    return {
+        "message": str(e),
+        "type": "invalid_request_error",
+        "param": getattr(e, "param", None),
+        "code": getattr(e, "code", None),
+    }
+
+
+async def _refused(request: Request, e: Exception) -> JSONResponse:
+    """The status :data:`ERROR_STATUS` gives the error's class (or nearest base); on the
+    OpenAI routes with OpenAI's ``error`` object beside the ``detail``."""
     status = next(ERROR_STATUS[c] for c in type(e).__mro__ if c in ERROR_STATUS)
-    return JSONResponse(status_code=status, content={"detail": str(e)})
+    content: dict[str, Any] = {"detail": str(e)}
+    if request.url.path in OPENAI_PATHS:
+        content["error"] = openai_error(e)
+    return JSONResponse(status_code=status, content=content)
 
 
 async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -180,11 +215,11 @@ def _guard(api_key: str | None):
     return guard
 
 
-# ----------------------------------------------------------------------------- chat
+# ----------------------------------------------------------------------------- OpenAI
 
 
 class PromptLimit:
-    """A chat prompt's length as the worker will encode it, and what follows from it: a
+    """A prompt's length as the worker will encode it, and what follows from it: a
     refusal, or a token budget shortened to fit the context.
 
     Args:
@@ -206,15 +241,18 @@ class PromptLimit:
         self._tokenizer = copy.deepcopy(engine.tokenizer)
         self._lock = threading.Lock()  # one tokenizer, one caller at a time
 
-    def count(self, conv: list[dict]) -> int:
-        """Prompt tokens of ``conv`` (blocking: run it off the event loop).
+    def count(self, prompt: list[dict] | str) -> int:
+        """Prompt tokens of a conversation, or of a plain-text prompt (blocking: run it off
+        the event loop).
 
         Raises:
             BadRequestError: the model's chat template refuses the conversation.
         """
         with self._lock:
+            if isinstance(prompt, str):
+                return len(encode_text(self._tokenizer, prompt))
             try:
-                return len(encode_prompt(self._tokenizer, conv))
+                return len(encode_prompt(self._tokenizer, prompt))
             except Exception as e:
                 raise BadRequestError(f"the conversation cannot be templated: {e}") from None
 
@@ -238,8 +276,25 @@ class PromptLimit:
         return min(wanted, self.context - n)
 
 
-def chat_params(req: ChatRequest, budget: int) -> GenParams:
-    """The sampling settings of an OpenAI chat request."""
+def admit(req: OpenAIRequest, served: list[str]) -> None:
+    """Check an OpenAI request before any work: the model, then every field.
+
+    Raises:
+        UnknownModelError: ``req.model`` is not one of ``served`` (404).
+        BadRequestError: a field asks for what the service does not do (400, naming it).
+    """
+    if req.model not in served:
+        raise UnknownModelError(
+            f"model {req.model!r} is not served here; this service serves {served}"
+            + did_you_mean(req.model, served)
+        )
+    refused = req.refusal()
+    if refused is not None:
+        raise BadRequestError(refused[1], param=refused[0])
+
+
+def sampling(req: OpenAIRequest, budget: int) -> GenParams:
+    """The sampling settings of an OpenAI request (temperature 0: greedy)."""
     return GenParams(
         max_new_tokens=budget,
         do_sample=req.temperature > 0,
@@ -250,7 +305,13 @@ def chat_params(req: ChatRequest, budget: int) -> GenParams:
     )
 
 
-def completion(req: ChatRequest, r: ChatResult, budget: int) -> dict[str, Any]:
+def usage(results: list[ChatResult]) -> dict[str, int]:
+    p = sum(r.prompt_tokens for r in results)
+    c = sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def completion(req: ChatRequest, r: ChatResult) -> dict[str, Any]:
     """The OpenAI ``chat.completion`` object of one answer."""
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -261,15 +322,77 @@ def completion(req: ChatRequest, r: ChatResult, budget: int) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": r.text},
-                "finish_reason": "length" if r.completion_tokens >= budget else "stop",
+                "logprobs": None,
+                "finish_reason": r.finish_reason,
             }
         ],
-        "usage": {
-            "prompt_tokens": r.prompt_tokens,
-            "completion_tokens": r.completion_tokens,
-            "total_tokens": r.prompt_tokens + r.completion_tokens,
-        },
+        "usage": usage([r]),
     }
+
+
+def text_completion(req: CompletionRequest, results: list[ChatResult]) -> dict[str, Any]:
+    """The OpenAI ``text_completion`` object: one choice per prompt, in order."""
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": [
+            {"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
+            for i, r in enumerate(results)
+        ],
+        "usage": usage(results),
+    }
+
+
+def words(text: str) -> list[str]:
+    """``text`` in word-sized pieces, each with the whitespace before it; they join back to
+    ``text`` exactly."""
+    return [p for p in re.split(r"(?<=\S)(?=\s)", text) if p]
+
+
+def _event(data: dict[str, Any] | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+async def chat_stream(req: ChatRequest, future: Future) -> AsyncIterator[str]:
+    """Server-sent events of a chat answer in OpenAI's ``chat.completion.chunk`` format: the
+    role at once, then, when the worker has the whole answer, its words as content deltas,
+    a chunk with the finish reason, the usage (with ``stream_options.include_usage``), and
+    ``data: [DONE]``. Chunks come as fast as they are written: the text was generated
+    before the first word is sent, not token by token.
+
+    A failure after the stream began (the status is sent) is an ``error`` event, which
+    the ``openai`` client raises.
+    """
+    head = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": req.model,
+    }
+    extra = {"usage": None} if req.include_usage else {}
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _event({**head, "choices": [choice], **extra})
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        r: ChatResult = await asyncio.wrap_future(future)
+    except Exception as e:
+        if not isinstance(e, PeerdiffError):
+            log.exception("streamed chat failed")
+            e = RuntimeError(f"internal error: {type(e).__name__}")
+        yield _event({"error": {**openai_error(e), "type": "server_error"}})
+        yield _event("[DONE]")
+        return
+    for piece in words(r.text):
+        yield chunk({"content": piece})
+    yield chunk({}, r.finish_reason)
+    if req.include_usage:
+        yield _event({**head, "choices": [], "usage": usage([r])})
+    yield _event("[DONE]")
 
 
 # ----------------------------------------------------------------------------- routes
@@ -280,23 +403,58 @@ async def health(request: Request) -> dict[str, Any]:
     return {"status": "ok", "model": service.cfg.llm.model, "users": len(service.bench.users)}
 
 
+def served_models(service: Service) -> list[str]:
+    """The model names the OpenAI routes answer to: the ``llm.model`` the service runs."""
+    return [service.cfg.llm.model]
+
+
 async def models(request: Request) -> dict[str, Any]:
-    name = request.app.state.service.cfg.llm.model
-    return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "peerdiff"}]}
-
-
-async def chat(req: ChatRequest, request: Request) -> dict[str, Any]:
-    if req.stream:
-        raise BadRequestError("stream=true is not supported; send stream=false")
     state = request.app.state
+    ctx = {"max_model_len": state.prompt_limit.context} if state.prompt_limit.context else {}
+    data = [
+        {"id": n, "object": "model", "created": state.created, "owned_by": "peerdiff", **ctx}
+        for n in state.models
+    ]
+    return {"object": "list", "data": data}
+
+
+async def chat(req: ChatRequest, request: Request) -> dict[str, Any] | StreamingResponse:
+    state = request.app.state
+    admit(req, state.models)
     conv = [m.model_dump() for m in req.messages]
     budget = req.max_completion_tokens or req.max_tokens or 256
     if state.prompt_limit.cap is not None:
         n = await run_in_threadpool(state.prompt_limit.count, conv)
         budget = state.prompt_limit.budget(n, budget)
-    params = chat_params(req, budget)
-    r: ChatResult = await asyncio.wrap_future(state.worker.submit_chat(conv, params))
-    return completion(req, r, params.max_new_tokens)
+    future = state.worker.submit_chat(conv, sampling(req, budget), req.stops)
+    if req.stream:
+        return StreamingResponse(
+            chat_stream(req, future),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return completion(req, await asyncio.wrap_future(future))
+
+
+async def completions(req: CompletionRequest, request: Request) -> dict[str, Any]:
+    state = request.app.state
+    admit(req, state.models)
+    if req.stream:
+        raise BadRequestError(
+            "stream=true is not supported on /v1/completions (chat completions stream); "
+            "send stream=false",
+            param="stream",
+        )
+    prompts = req.texts()
+    budgets = [req.max_tokens] * len(prompts)
+    if state.prompt_limit.cap is not None:
+        lengths = await run_in_threadpool(lambda: [state.prompt_limit.count(p) for p in prompts])
+        budgets = [state.prompt_limit.budget(n, req.max_tokens) for n in lengths]
+    futures = [
+        state.worker.submit_text(p, sampling(req, b), req.stops) for p, b in zip(prompts, budgets)
+    ]
+    results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+    return text_completion(req, list(results))
 
 
 async def review(req: ReviewRequest, request: Request) -> dict[str, Any]:
@@ -314,6 +472,7 @@ ROUTES = [
     ("GET", "/health", health),
     ("GET", "/v1/models", models),
     ("POST", "/v1/chat/completions", chat),
+    ("POST", "/v1/completions", completions),
     ("POST", "/v1/reviews", review),
 ]
 
@@ -331,10 +490,11 @@ def create_app(
             (401 otherwise).
         max_body_bytes: larger request bodies get 413 (counted on the bytes received, so a
             chunked body cannot pass). Within a body, the request schemas cap each field
-            (messages: 64 of 32,000 characters; reviews: 200 history entries of 20,000
-            characters; tokens: 2,048 chat / 512 review).
-        max_prompt_tokens: a chat whose prompt is longer gets 400 before it reaches the
-            worker (default: the model's context window); a budget that would run past the
+            (messages: 64 of 32,000 characters; completion prompts: 64 of 100,000
+            characters; reviews: 200 history entries of 20,000 characters; tokens: 2,048
+            chat and completion / 512 review).
+        max_prompt_tokens: a chat or completion prompt that is longer gets 400 before it
+            reaches the worker (default: the model's context window); a budget that would run past the
             context is shortened to fit. Validation errors quote at most a short excerpt of
             the input.
 
@@ -355,10 +515,11 @@ def create_app(
         exception_handlers=exception_handlers(),
     )
     app.state.service, app.state.worker, app.state.prompt_limit = service, service.worker, limit
+    app.state.models, app.state.created = served_models(service), int(time.time())
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.middleware("http")(_guard(api_key))  # outermost: 401 before the body is read
     for method, path, endpoint in ROUTES:
-        app.add_api_route(path, endpoint, methods=[method])
+        app.add_api_route(path, endpoint, methods=[method], response_model=None)
     return app
 
 
