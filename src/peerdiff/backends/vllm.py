@@ -15,6 +15,7 @@ comparing soft-prompt methods with token-prompt methods on this engine.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable, Sequence
 
 import torch
@@ -29,6 +30,14 @@ from peerdiff.backends.base import (
     render_prompt,
 )
 from peerdiff.errors import DependencyError
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logging.getLogger(__name__).warning(message)
 
 
 def is_vllm_available() -> bool:
@@ -49,7 +58,8 @@ def prompt_embeds(injector, prompts: Sequence[list[int]], soft: torch.Tensor) ->
 
 
 class VLLMBackend(ChatBackend):
-    """Generation with vLLM; the tokenizer is the model's own.
+    """Generation with vLLM; prompts are encoded with the model's tokenizer loaded by
+    transformers (placeholders registered there), vLLM decodes the generated tokens.
 
     Args:
         model: a Hugging Face id or local folder (GGUF defaults are converted first).
@@ -87,7 +97,12 @@ class VLLMBackend(ChatBackend):
             max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size,
         )
-        self.tokenizer = self.llm.get_tokenizer()
+        # Our own copy of the model's tokenizer for encoding (vLLM gets token ids and
+        # embeddings, and decodes only generated ids): vLLM's tokenizer caches its length and
+        # vocabulary, so placeholders added to it after the first ones got wrong ids.
+        from peerdiff.model.llm import load_tokenizer
+
+        self.tokenizer = load_tokenizer(model)
         self.name = f"vllm:{model}"
         self.batch_size = 0  # vLLM schedules its own batches
 
@@ -119,6 +134,14 @@ class VLLMBackend(ChatBackend):
     @staticmethod
     def sampling(params: GenParams):
         from vllm import SamplingParams
+
+        if params.repetition_penalty != 1.0 and params.penalty_scope != "prompt":
+            _warn_once(
+                "vLLM's repetition penalty also covers the prompt's tokens; "
+                f"generate.penalty_scope={params.penalty_scope!r} (generated tokens only) is "
+                "what the transformers backend applies, so greedy outputs differ between the "
+                "engines (use generate.repetition_penalty=1.0 to compare them)"
+            )
 
         return SamplingParams(
             max_tokens=params.max_new_tokens,

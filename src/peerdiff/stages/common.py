@@ -90,7 +90,15 @@ def register_placeholders(method, backends: Backends) -> list[int]:
     names = method.placeholders()
     ids = add_placeholders(backends.local.tokenizer, names)
     if backends.engine is not backends.local:  # vLLM tokenizes the prompts: same ids there
-        assert add_placeholders(backends.engine.tokenizer, names) == ids
+        got = add_placeholders(backends.engine.tokenizer, names)
+        if got != ids:
+            from peerdiff.errors import BackendError
+
+            raise BackendError(
+                f"the engine's tokenizer gives the placeholders {names[:2]}... the ids "
+                f"{got[:2]}..., the local tokenizer {ids[:2]}...: soft prompts cannot be "
+                "injected on this engine (llm.engine=hf works)"
+            )
     return ids
 
 
