@@ -60,7 +60,10 @@ class Backends:
                 dtype = dtype_name(llm.dtype, llm.device)
                 cpu = llm.device == "cpu" or (llm.device == "auto" and not _has_cuda())
                 self._vllm = VLLMBackend(
-                    resolve_llm(llm.model, self.cfg.cache_dir), dtype=dtype, enforce_eager=cpu
+                    resolve_llm(llm.model, self.cfg.cache_dir),
+                    dtype=dtype,
+                    enforce_eager=cpu,
+                    tokenizer=self.local.tokenizer,  # placeholders keep their ids
                 )
             return self._vllm
         return self.local

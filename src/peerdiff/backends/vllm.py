@@ -77,6 +77,7 @@ class VLLMBackend(ChatBackend):
         max_model_len: int | None = 4096,
         tensor_parallel_size: int = 1,
         enforce_eager: bool = False,
+        tokenizer=None,
     ) -> None:
         if not is_vllm_available():
             raise DependencyError(
@@ -100,9 +101,11 @@ class VLLMBackend(ChatBackend):
         # Our own copy of the model's tokenizer for encoding (vLLM gets token ids and
         # embeddings, and decodes only generated ids): vLLM's tokenizer caches its length and
         # vocabulary, so placeholders added to it after the first ones got wrong ids.
+        # ``tokenizer``: the local backend's, so that placeholders registered there by earlier
+        # stages keep their ids in an engine started later.
         from peerdiff.model.llm import load_tokenizer
 
-        self.tokenizer = load_tokenizer(model)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
         self.name = f"vllm:{model}"
         self.batch_size = 0  # vLLM schedules its own batches
 
