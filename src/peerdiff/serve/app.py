@@ -507,6 +507,7 @@ def create_app(
     async def lifespan(_: FastAPI):
         yield
         service.worker.close()
+        service.backends.release_engine()  # a vLLM engine's processes and memory go too
 
     app = FastAPI(
         title="peerdiff",
