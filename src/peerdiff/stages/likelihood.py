@@ -48,6 +48,7 @@ def likelihood(
     targets = ms.targets(scorer.tokenizer, n)
     counts = np.array([len(t) for t in targets], dtype=np.int64)
     sums = _sums_from(gen, key, ms.items)
+    with_generation = sums is not None
     if sums is None:
         kw: dict[str, Any] = {}
         if ms.soft:
@@ -75,14 +76,9 @@ def likelihood(
         seconds=round(time.time() - t0, 2),
         prompt_tokens_mean=round(float(np.mean([len(p) for p in prompts])), 1) if prompts else 0,
         nll=float(np.mean(sums / np.maximum(counts, 1))) if len(sums) else None,
-        with_generation=gen is not None and sums is not None and _from_gen(gen, key),
+        with_generation=with_generation,
     )
     return stage
-
-
-def _from_gen(gen: Stage | None, key: str) -> bool:
-    m = (gen.manifest() or {}) if gen is not None else {}
-    return bool(m.get("nll_in_same_pass")) and m.get("nll_key") == key
 
 
 def _sums_from(gen: Stage | None, key: str, items: list) -> np.ndarray | None:
@@ -90,7 +86,8 @@ def _sums_from(gen: Stage | None, key: str, items: list) -> np.ndarray | None:
     ``None`` unless every sample has one."""
     from peerdiff.generate import read_jsonl
 
-    if not _from_gen(gen, key):
+    m = (gen.manifest() or {}) if gen is not None else {}
+    if not (m.get("nll_in_same_pass") and m.get("nll_key") == key):
         return None
     by_id = {
         r["sample_id"]: r.get("nll_sum")
