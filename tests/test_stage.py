@@ -75,3 +75,16 @@ def test_finish_removes_temps_a_killed_run_left_but_not_a_live_writers(tmp_path)
     st.finish("k", {}, ["nll.parquet"])
     assert not any(p.exists() for p in [*stale, stale_dir])
     assert live.exists() and st.is_done("k")
+
+
+def test_source_fingerprint_hashes_a_file_only_when_it_may_have_changed(tmp_path, monkeypatch):
+    f = tmp_path / "reviews.jsonl"
+    f.write_text('{"a": 1}\n')
+    first = stage_mod.source_fingerprint(f)
+    calls = []
+    real = stage_mod.file_digest
+    monkeypatch.setattr(stage_mod, "file_digest", lambda p: calls.append(p) or real(p))
+    assert stage_mod.source_fingerprint(f, first) == first and not calls  # unchanged: reused
+    os.utime(f, ns=(1, first["mtime_ns"] + 10**9))
+    again = stage_mod.source_fingerprint(f, first)
+    assert len(calls) == 1 and again["sha256"] == first["sha256"]  # touched: same content

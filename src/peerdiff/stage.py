@@ -42,10 +42,18 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
-def source_fingerprint(path: str | Path) -> str:
-    """Cheap identity of an input file: path, size and modification time."""
+def source_fingerprint(path: str | Path, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Identity of an input file by its content: ``{"sha256", "size", "mtime_ns"}``.
+
+    Only ``sha256`` goes into keys, so a copy, a move or a re-provisioned file with a fresh
+    modification time recomputes nothing, and a changed content always does. ``known`` (what
+    a stage recorded for this file before): its hash is reused while the size and the
+    modification time still match, so an unchanged large file is not read again.
+    """
     st = os.stat(path)
-    return fingerprint(str(Path(path).resolve()), st.st_size, int(st.st_mtime))
+    if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns:
+        return dict(known)
+    return {"sha256": file_digest(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _umask() -> int:

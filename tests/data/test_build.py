@@ -1,6 +1,7 @@
 """The protocol on hand-made data, and leakage properties on the bundled data."""
 
 import importlib
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -247,6 +248,33 @@ def test_rerun_skips_and_threshold_change_reuses_ingest(tmp_path, monkeypatch):
     st2 = prepare(cfg2.data, tmp_path / "run")  # rebuilt from raw parquet, no re-read
     assert (st2.dir / "raw" / "manifest.json").read_bytes() == raw_manifest
     assert st2.path("samples.parquet").exists() and first
+
+
+def test_inputs_are_known_by_content_not_by_path_or_time(tmp_path, monkeypatch):
+    """A re-provisioned data folder (fresh modification times) or a copy elsewhere keeps
+    every key; a changed content recomputes."""
+    import shutil
+
+    (tmp_path / "a").mkdir()
+    _synthetic(tmp_path / "a")
+    st = prepare(_cfg(tmp_path / "a").data, tmp_path / "run")
+    key = st.key()
+    for f in ("reviews.jsonl", "meta.jsonl"):  # as a new session's copy of the data
+        os.utime(tmp_path / "a" / f, ns=(1, 10**18))
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    prep = importlib.import_module("peerdiff.stages.prepare")
+    real_read = prep.read_reviews
+
+    def boom(*a, **k):
+        raise AssertionError("should not re-read")
+
+    monkeypatch.setattr(prep, "read_reviews", boom)
+    assert prepare(_cfg(tmp_path / "a").data, tmp_path / "run").key() == key
+    assert prepare(_cfg(tmp_path / "b").data, tmp_path / "run").key() == key
+    monkeypatch.setattr(prep, "read_reviews", real_read)
+    with open(tmp_path / "b" / "reviews.jsonl", "a") as f:
+        f.write("\n")  # same reviews, other bytes: read again
+    assert prepare(_cfg(tmp_path / "b").data, tmp_path / "run").key() != key
 
 
 def test_interrupted_build_leaves_no_artifacts_and_resumes_identically(tmp_path, monkeypatch):

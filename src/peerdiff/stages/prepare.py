@@ -25,6 +25,17 @@ from peerdiff.stage import Stage, fingerprint, source_fingerprint, write_json
 OUTPUTS = ["reviews.parquet", "items.parquet", "samples.parquet", "stats.json"]
 
 
+def _sources(stage: Stage, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Content identity of each input (:func:`source_fingerprint`), reusing the hashes the
+    stage recorded last time for files whose size and modification time are unchanged."""
+    known = (stage.manifest() or {}).get("sources") or {}
+    return {k: source_fingerprint(p, known.get(k)) for k, p in files.items()}
+
+
+def _digests(sources: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {k: v["sha256"] for k, v in sources.items()}
+
+
 def prepare(cfg: RunConfig) -> Stage:
     """``peerdiff prepare``: the benchmark tables (keyed on input files and protocol)."""
     return prepare_benchmark(cfg.data, cfg.run_path, cfg.seed)
@@ -43,31 +54,37 @@ def prepare_benchmark(data: DataConfig, run_dir: Path, seed: int = 0, force: boo
 
         root = require_input(data.path(data.reviews), "reviews", data)
         files = sorted(p for p in root.rglob("*") if p.is_file())
-        key = fingerprint("lamp", [source_fingerprint(p) for p in files], data.max_users)
+        sources = _sources(stage, {str(p.relative_to(root)): p for p in files})
+        key = fingerprint("lamp", _digests(sources), data.max_users)
         if force or not stage.is_done(key):
             stats = prepare_lamp(root, stage.dir, data.max_users)
             write_json(stage.path("stats.json"), stats)
-            stage.finish(key, {"data": _cfg(data)}, OUTPUTS, stats=stats)
+            stage.finish(key, {"data": _cfg(data)}, OUTPUTS, stats=stats, sources=sources)
         return stage
     if data.source == Source.dpl:
-        key = fingerprint("dpl", data.reviews, data.items, data.category, data.max_users, seed)
+        inputs = {"reviews": data.path(data.reviews), "items": data.path(data.items)}
+        sources = _sources(stage, {k: p for k, p in inputs.items() if p and Path(p).is_file()})
+        key = fingerprint(
+            "dpl", data.reviews, data.items, _digests(sources), data.category, data.max_users, seed
+        )
         if force or not stage.is_done(key):
             from peerdiff.data.dpl import prepare_dpl
 
             stats = prepare_dpl(data, stage.dir, seed)
             write_json(stage.path("stats.json"), stats)
-            stage.finish(key, {"data": _cfg(data)}, OUTPUTS, stats=stats)
+            stage.finish(key, {"data": _cfg(data)}, OUTPUTS, stats=stats, sources=sources)
         return stage
 
     reviews = require_input(data.path(data.reviews), "reviews", data)
     items = require_input(data.path(data.items), "items", data) if data.items else None
     fmt = FORMATS[data.source]
     raw = Stage(stage.dir, "raw")
+    sources = _sources(raw, {"reviews": reviews, **({"items": items} if items else {})})
     raw_key = fingerprint(
         "ingest",
         data.source.value,
-        source_fingerprint(reviews),
-        source_fingerprint(items) if items else None,
+        sources["reviews"]["sha256"],
+        sources["items"]["sha256"] if items else None,
         protocol.normalize_whitespace,
         data.on_bad_line,
     )
@@ -92,6 +109,7 @@ def prepare_benchmark(data: DataConfig, run_dir: Path, seed: int = 0, force: boo
             {"source": data.source.value, "reviews": str(reviews), "items": str(items)},
             ["reviews.parquet"] + (["items.parquet"] if items else []),
             read=read_stats,
+            sources=sources,
         )
     read_stats = raw.manifest()["read"]
 
