@@ -15,7 +15,14 @@ template), or from the record's ``rating``/``title``/``description`` keys when p
 LongLaMP has no item ids or times: an item is identified by its description (so users who
 reviewed the same product are peers) and a profile is in time order, the target last. Keys
 ``asin`` and ``unixReviewTime`` (profile) and ``asin``/``timestamp`` (record) are used when
-present -- :func:`export_lamp` writes them, so an export reads back to the same benchmark.
+present. A profile is sorted by time *stably*: reviews at the same time keep the file's
+order, the tie-break both sides agree on (:func:`export_lamp` writes each profile in the
+benchmark's order: time, then review id). When every review carries a ``review_id`` (the
+export writes it), reviews are numbered in that order, so peers and sums over them come in
+the same order too. An export therefore reads back to the same samples, profiles (in order)
+and reviews; only reviews that no sample uses (in no profile and no target, e.g. a review
+at the same time as all of its user's targets) are not written: a LaMP file has no record
+for them, and no feature or method uses them (never embedded, never peers).
 
 **Out** (``peerdiff export --format lamp``): per split ``<split>_questions.json`` (id, input,
 profile) and ``<split>_outputs.json`` (``{"task", "golds": [{"id", "output"}]}``), the
@@ -50,6 +57,8 @@ _INPUT = re.compile(
 )
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "dev", "validation"), "test": ("test",)}
 TASK = "peerdiff-review-writing"
+# bump when prepare_lamp's tables change for the same files (v2: stable profile order)
+FORMAT = "lamp-v2"
 
 
 def _item_id(r: dict[str, Any]) -> str:
@@ -117,6 +126,7 @@ def _target(where: str, rec: dict) -> dict[str, Any]:
         "asin": rec.get("asin"),
         "item_title": rec.get("item_title"),
         "unixReviewTime": rec.get("timestamp"),
+        "review_id": rec.get("review_id"),
     }
 
 
@@ -130,6 +140,7 @@ def prepare_lamp(root: Path, out_dir: Path, max_users: int | None = None) -> dic
     samples: dict[str, list] = {k: [] for k in schema.SAMPLES.names}
     seen_ids: set[str] = set()
     users_kept: list[str] = []
+    source_ids: list[int | None] = []  # each review's ``review_id`` in the file, if any
 
     def rid(user: str, r: dict, ts: int, where: str) -> int:
         text = r.get("reviewText", r.get("text"))
@@ -149,6 +160,7 @@ def prepare_lamp(root: Path, out_dir: Path, max_users: int | None = None) -> dic
             rows["timestamp"].append(
                 int(r["unixReviewTime"]) if r.get("unixReviewTime") is not None else ts
             )
+            source_ids.append(int(r["review_id"]) if r.get("review_id") is not None else None)
         return index[k]
 
     found = False
@@ -169,8 +181,9 @@ def prepare_lamp(root: Path, out_dir: Path, max_users: int | None = None) -> dic
             profile = [rid(user, p, t, f"{where} profile[{t}]") for t, p in enumerate(prof)]
             target = rid(user, _target(where, rec), len(prof), where)
             t_ts = rows["timestamp"][target]
+            # stable: same-time reviews keep the file's order (dict: first occurrence kept)
             profile = sorted(
-                {p for p in profile if rows["timestamp"][p] < t_ts},
+                dict.fromkeys(p for p in profile if rows["timestamp"][p] < t_ts),
                 key=lambda p: rows["timestamp"][p],
             )
             if not profile:
@@ -189,6 +202,7 @@ def prepare_lamp(root: Path, out_dir: Path, max_users: int | None = None) -> dic
             f"no LaMP split files in {root}: expected train/val/test as .json, .jsonl, "
             "<split>_questions.json (+ _outputs.json), or a datasets folder"
         )
+    _renumber(rows, samples, source_ids)
     out_dir.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pydict(rows, schema=schema.REVIEWS), out_dir / "reviews.parquet")
     ids = sorted(items)
@@ -215,9 +229,29 @@ def prepare_lamp(root: Path, out_dir: Path, max_users: int | None = None) -> dic
     }
 
 
+def _renumber(rows: dict[str, list], samples: dict[str, list], source: list[int | None]) -> None:
+    """Number the reviews in the order of the file's ``review_id`` when every review has a
+    distinct one (an export); otherwise keep the order in which they were first read."""
+    if not source or None in source or len(set(source)) != len(source):
+        return
+    order = sorted(range(len(source)), key=source.__getitem__)
+    if order == list(range(len(order))):
+        return
+    new = [0] * len(order)
+    for i, old in enumerate(order):
+        new[old] = i
+    for k in rows:
+        rows[k] = [rows[k][old] for old in order]
+    rows["review_id"] = list(range(len(order)))
+    samples["target"] = [new[t] for t in samples["target"]]
+    samples["profile"] = [[new[p] for p in prof] for prof in samples["profile"]]
+
+
 def export_lamp(bench, out_dir: str | Path) -> dict[str, int]:
     """Write a prepared benchmark as LaMP-style ``<split>_questions.json`` /
-    ``<split>_outputs.json``. Returns the number of samples per split."""
+    ``<split>_outputs.json``: profiles in the benchmark's order, every review with its
+    ``review_id`` (see the module docstring for what reads back). Returns the number of
+    samples per split."""
     from peerdiff.stage import atomic_path
 
     out_dir = Path(out_dir)
@@ -240,6 +274,7 @@ def export_lamp(bench, out_dir: str | Path) -> dict[str, int]:
                     "item_title": item.title,
                     "asin": t.item_id,
                     "timestamp": t.timestamp,
+                    "review_id": t.review_id,
                     "profile": [
                         {
                             "reviewText": r.text,
@@ -249,6 +284,7 @@ def export_lamp(bench, out_dir: str | Path) -> dict[str, int]:
                             "item_title": bench.item(r.item_id).title,
                             "asin": r.item_id,
                             "unixReviewTime": r.timestamp,
+                            "review_id": r.review_id,
                         }
                         for r in (bench.review(p) for p in s.profile)
                     ],

@@ -50,12 +50,12 @@ def prepare_benchmark(data: DataConfig, run_dir: Path, seed: int = 0, force: boo
     stage = Stage(run_dir, "prepare")
     protocol = data.resolved_protocol()
     if data.source == Source.lamp:
-        from peerdiff.data.lamp import prepare_lamp
+        from peerdiff.data.lamp import FORMAT, prepare_lamp
 
         root = require_input(data.path(data.reviews), "reviews", data)
         files = sorted(p for p in root.rglob("*") if p.is_file())
         sources = _sources(stage, {str(p.relative_to(root)): p for p in files})
-        key = fingerprint("lamp", _digests(sources), data.max_users)
+        key = fingerprint(FORMAT, _digests(sources), data.max_users)
         if force or not stage.is_done(key):
             stats = prepare_lamp(root, stage.dir, data.max_users)
             write_json(stage.path("stats.json"), stats)
