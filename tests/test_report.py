@@ -93,7 +93,7 @@ def test_write_report_files_and_plots(tmp_path):
     summary.update(delta_ci=[-0.01, 0.03], own_best_share=0.5, own_rank_mean=1.5, chance_rank=2.0)
     (probe / "summary.json").write_text(json.dumps(summary))
     out = write_report(tmp_path, n_boot=50)
-    names = ("report.md", "report.csv", "report.json", "metrics.png", "training.png")
+    names = ("report.md", "report.csv", "report.json", "report.tex", "metrics.png", "training.png")
     for name in (*names, "paired.png", "probe.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
@@ -119,6 +119,7 @@ def test_report_of_a_run_with_training_only(tmp_path):
     assert "No evaluated methods" in md and "| dep | 1 | 4.0000 | 0.1000 |" in md
     assert (out / "training.png").exists() and not (out / "metrics.png").exists()
     assert not (out / "paired.png").exists() and not (out / "probe.png").exists()
+    assert not (out / "report.tex").exists()  # no scores, no tables
 
 
 def test_nll_is_lower_is_better_and_ppl_is_corpus_level(tmp_path):
@@ -246,3 +247,197 @@ def test_who_gains_by_profile_length(tmp_path):
     assert "Who gains" in to_markdown(rep)
     write_report(tmp_path, n_boot=50)
     assert (tmp_path / "report" / "gains.png").stat().st_size > 1000
+
+
+def _tabular(tex: str) -> tuple[str, list[str], list[list[str]]]:
+    """``(column spec, header cells, body rows as cells)`` of the first booktabs tabular in
+    ``tex``; checks the rules and that every line has one cell per column."""
+    import re
+
+    spec = re.search(r"\\begin\{tabular\}\{([lcr]+)\}", tex)
+    assert spec, tex
+    lines = tex[spec.end() : tex.index(r"\end{tabular}")].strip().splitlines()
+    assert lines[0] == r"\toprule" and lines[2] == r"\midrule" and lines[-1] == r"\bottomrule"
+    cells = [line.removesuffix(r" \\").split(" & ") for line in lines[1:-1] if "rule" not in line]
+    assert all(len(c) == len(spec.group(1)) for c in cells), cells
+    return spec.group(1), cells[0], cells[1:]
+
+
+def test_results_table_as_latex(tmp_path):
+    """results-<name>.tex: a booktabs tabular with one row per results row, the best value
+    of each metric per split in bold (the lowest NLL), arrows to the better direction,
+    LaTeX's special characters escaped and the LLM note in the caption."""
+    from peerdiff.tables import write_results
+
+    def row(method, split, v, nll):
+        scores = dict.fromkeys(metrics.METRICS, v) | {"nll": nll}
+        return {"method": method, "split": split, "n": 9, "scores": scores, "notes": ["50%"]}
+
+    rows = [
+        row("nonperso", "val", 0.1, 4.0),
+        row("dep_v2&co", "val", 0.3, 3.8),
+        row("nonperso", "test", 0.2, 3.9),
+        row("dep_v2&co", "test", 0.1, 3.7),
+    ]
+    write_results(tmp_path, rows, "r_1", note="LLM: org/m_x")
+    tex = (tmp_path / "results-r_1.tex").read_text()
+    for name in ("json", "csv", "md"):
+        assert (tmp_path / f"results-r_1.{name}").exists()
+    spec, head, body = _tabular(tex)
+    assert spec == "ll" + "r" * (1 + len(metrics.METRICS) + 2)  # n, metrics, NLL, time
+    assert head[:3] == ["Method", "Split", "$n$"] and head[3] == r"ROUGE-1 $\uparrow$"
+    assert r"NLL $\downarrow$" in head
+    assert len(body) == len(rows) and tex.count(r"\midrule") == 2  # one between the splits
+    assert [r[0] for r in body] == ["nonperso", r"dep\_v2\&co"] * 2
+    rouge, nll = head.index(r"ROUGE-1 $\uparrow$"), head.index(r"NLL $\downarrow$")
+    assert [r[rouge] for r in body] == [  # the second best in italics
+        r"\textit{0.1000}",
+        r"\textbf{0.3000}",
+        r"\textbf{0.2000}",
+        r"\textit{0.1000}",
+    ]
+    assert [r[nll].startswith(r"\textbf") for r in body] == [False, True, False, True]
+    assert r"\caption{" in tex and r"LLM: org/m\_x" in tex and r"50\%" in tex
+    assert r"\label{tab:results-r_1}" in tex
+    # one split: no split column, the split named in the caption
+    write_results(tmp_path, rows[2:], "one")
+    spec, head, body = _tabular((tmp_path / "results-one.tex").read_text())
+    assert head[:2] == ["Method", "$n$"] and len(body) == 2
+    assert "on the test split" in (tmp_path / "results-one.tex").read_text()
+
+
+def test_latex_escape():
+    from peerdiff.tables import latex_escape
+
+    assert latex_escape("a_b&c%d$e#f{g}h~i^j\\k") == (
+        r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
+    )
+
+
+def test_report_tex_has_scores_and_paired_intervals(tmp_path):
+    """report.tex: the scores table (best in bold) and, per other method, its difference to
+    the reference on one row and the paired interval on the next (dagger: excludes 0)."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.1, 0.3, 100)
+    nll = rng.uniform(3.0, 4.0, 100)
+    fake_eval(tmp_path, "dep", base + 0.05, nll=nll - 0.2)
+    fake_eval(tmp_path, "nonperso", base, nll=nll)
+    out = write_report(tmp_path, n_boot=100)
+    tex = (out / "report.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == 2
+    _, head, body = _tabular(tex)
+    assert [r[0] for r in body] == ["nonperso", "dep"] and head[1] == "$n$"
+    assert all(c.startswith(r"\textbf") for c in body[1][2:])  # dep is best in every column
+    _, head, body = _tabular(tex[tex.index(r"\end{tabular}") + 1 :])
+    assert body[0][0] == "nonperso" and body[1][0] == "" and len(body) == 2
+    nll_col = head.index(r"NLL $\downarrow$")
+    assert body[0][nll_col].startswith("$+0.2") and r"^\dagger" in body[0][nll_col]
+    assert body[1][nll_col].startswith(r"{\scriptsize $[0.")
+    assert r"minus \texttt{dep}" in tex
+
+
+def _fake_train(run, method, val, log_lines=20, metric="neg_nll"):
+    d = run / "train" / method
+    d.mkdir(parents=True)
+    log = [
+        {"epoch": e, "loss": 4 - 0.01 * i, "lm": 3.9 - 0.01 * i}
+        for e in (1, 2)
+        for i in range(log_lines)
+    ]
+    (d / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log))
+    epochs = [{"epoch": e, "train_loss": 3.8, "val_score": v} for e, v in zip((1, 2), val)]
+    (d / "state.json").write_text(json.dumps({"epochs": epochs, "best_epoch": 2}))
+    (d / "manifest.json").write_text(json.dumps({"val_metric": metric}))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the report draws, by file name, kept open instead of written."""
+    from peerdiff import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path, *a: drawn.setdefault(path.name, fig))
+    return drawn
+
+
+def test_training_figure_shows_every_trained_method_as_nll(tmp_path, figures):
+    """training.png: a loss line per trained method (DEP and its controls, controls first)
+    and the validation NLL as a positive number, lower is better, not ``neg_nll``."""
+    _fake_train(tmp_path, "dep", [-3.58, -3.56])
+    _fake_train(tmp_path, "constant", [-3.60, -3.57])
+    write_report(tmp_path, n_boot=10)
+    loss, val = figures["training.png"].axes
+    lines = [line.get_label() for line in loss.get_lines()]
+    assert [label for label in lines if not label.startswith("_")] == ["constant", "dep"]
+    assert "lower is better" in loss.get_ylabel()
+    curves = [line for line in val.get_lines() if not line.get_label().startswith("_")]
+    assert [c.get_label() for c in curves] == ["constant (★ 3.5700)", "dep (★ 3.5600)"]
+    assert list(curves[1].get_ydata()) == [3.58, 3.56]
+    assert "validation NLL" in val.get_ylabel() and "lower is better" in val.get_ylabel()
+    assert "neg_nll" not in val.get_ylabel() + val.get_title()
+
+
+def test_metric_figures_are_panels_zoomed_to_the_data(tmp_path, figures):
+    """metrics.png and paired.png: one panel per metric in rows of four, the same method
+    order in each, every title or axis saying which direction is better; the NLL axis does
+    not start at 0; paired points are red where the reference is better."""
+    from peerdiff.plots import COLUMNS, GREY, RED
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.1, 0.3, 100)
+    nll = rng.uniform(3.0, 4.0, 100)
+    fake_eval(tmp_path, "dep", base + 0.05, nll=nll - 0.2)
+    fake_eval(tmp_path, "constant", base + 0.01, nll=nll - 0.1)
+    fake_eval(tmp_path, "nonperso", base, nll=nll)
+    out = write_report(tmp_path, n_boot=50)
+    s = json.loads((out / "report.json").read_text())["splits"]["test"]
+    fig = figures["metrics.png"]
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == len(s["metrics"]) == len(metrics.METRICS) + 2  # NLL and PPL
+    assert fig.get_size_inches()[0] / fig.get_size_inches()[1] < 3  # not a flat strip
+    assert {round(ax.get_position().x0, 3) for ax in panels} == {
+        round(ax.get_position().x0, 3) for ax in panels[:COLUMNS]
+    }
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["nonperso", "constant", "dep"]
+    for ax, m in zip(panels, s["metrics"]):
+        assert ax.get_title().startswith(metrics.LABELS[m])
+        assert ("lower is better" if m in metrics.LOWER_IS_BETTER else "higher is better") in (
+            ax.get_title()
+        )
+        # row i of every panel is method i, its value written above the point
+        rows = sorted(ax.texts, key=lambda t: t.xy[1])
+        assert [t.get_text() for t in rows] == [
+            metrics.format_score(m, r["scores"][m]["value"]) for r in s["rows"]
+        ]
+    nll_ax = panels[s["metrics"].index("nll")]
+    assert nll_ax.get_xlim()[0] > 2.5  # zoomed to the data, not from 0
+    paired = [ax for ax in figures["paired.png"].axes if ax.get_title()]
+    assert len(paired) == len(s["metrics"])
+    assert [t.get_text() for t in paired[0].get_yticklabels()] == ["nonperso", "constant"]
+    for ax, m in zip(paired, s["metrics"]):
+        assert ax.get_shared_y_axes().joined(ax, paired[0])
+        assert "dep better" in ax.get_xlabel() and "method better" in ax.get_xlabel()
+        # nonperso is worse on every metric but BLEU (the same predictions: no difference)
+        assert ax.get_lines()[0].get_color() == (GREY if m == "bleu" else RED), m
+    nll_ax = next(ax for ax in paired if ax.get_title().startswith("NLL"))
+    assert nll_ax.get_xlabel().startswith("← method better")  # lower is better: left
+
+
+def test_probe_figure_has_few_x_ticks(tmp_path, figures):
+    fake_eval(tmp_path, "dep", np.full(10, 0.2))
+    for split, delta in (("test", 0.0123), ("train", 0.0412)):
+        d = tmp_path / "probe" / f"dep-{split}"
+        d.mkdir(parents=True)
+        summary = {"method": "dep", "split": split, "n": 10, "donors": 4, "delta": delta}
+        summary.update(
+            delta_ci=[delta - 0.004, delta + 0.004],
+            own_best_share=0.5,
+            own_rank_mean=1.9,
+            chance_rank=3.0,
+        )
+        (d / "summary.json").write_text(json.dumps(summary))
+    write_report(tmp_path, n_boot=10)
+    (ax,) = figures["probe.png"].axes
+    assert len(ax.get_xticks()) <= 6  # nine crowded labels overlapped before
+    assert "higher is better" in ax.get_xlabel()
+    assert ax.get_yticklabels()[0].get_text().startswith("dep (test)\nn=10")

@@ -1,7 +1,8 @@
 """``peerdiff report``: every evaluated method of a run, with confidence intervals and plots.
 
 Reads the per-sample scores of ``<run_dir>/evaluate/<method>-<split>/`` and writes
-``report.md``, ``report.csv``, ``report.json`` and PNG plots into ``<run_dir>/report/``:
+``report.md``, ``report.csv``, ``report.json``, ``report.tex`` (the score and paired-interval
+tables in LaTeX, booktabs) and PNG plots into ``<run_dir>/report/``:
 
 - one table per split: ROUGE-1, ROUGE-L, METEOR, BLEU (sacrebleu's 0-100 scale, the
   papers'), BERTScore (and the judge score when present); the best value of each column in
@@ -10,12 +11,14 @@ Reads the per-sample scores of ``<run_dir>/evaluate/<method>-<split>/`` and writ
 - for each method, the paired bootstrap 95% interval of its difference to a reference
   method (default ``dep`` when evaluated), on the samples both methods share; corpus BLEU is
   recomputed on every resample from per-sample n-gram statistics;
-- ``metrics.png``: each metric's value per method with its bootstrap 95% interval;
-- ``paired.png``: each method minus the reference per metric, with the paired interval;
+- ``metrics.png``: each metric's value per method with its bootstrap 95% interval, one
+  panel per metric, the axis zoomed to the data and the values written above the points;
+- ``paired.png``: each method minus the reference per metric, with the paired interval
+  (green: the method is better, red: the reference is, grey: no difference);
 - ``probe.png``: the user-swap probe's delta with its interval, per method and split (when
   the run has ``probe/``);
-- ``training.png``: a soft-prompt method's training loss per step and validation score per
-  epoch (``train/<method>/``);
+- ``training.png``: every trained method's LM loss per batch and validation score per
+  epoch, DEP beside its controls (``train/<method>/``; a validation NLL is drawn as NLL);
 - ``gains.png`` and a table: who gains -- each method's target NLL minus the reference's,
   per sample, in buckets of the user's profile length (quartiles of the split), with paired
   intervals (above 0: the reference is better there).
@@ -42,7 +45,14 @@ from peerdiff.metrics import (
     corpus_bleu,
     format_score,
 )
-from peerdiff.plots import plot_gains, plot_metrics, plot_paired, plot_probe, plot_training
+from peerdiff.plots import (
+    format_signed,
+    plot_gains,
+    plot_metrics,
+    plot_paired,
+    plot_probe,
+    plot_training,
+)
 from peerdiff.stage import atomic_path, read_json, write_json
 
 
@@ -226,7 +236,7 @@ def gains_by_profile(
     }
 
 
-def _rank_marks(values: list[float], lower_is_better: bool = False) -> list[str]:
+def rank_marks(values: list[float], lower_is_better: bool = False) -> list[str]:
     """``**`` for the best, ``*`` for the second best."""
     finite = sorted({v for v in values if np.isfinite(v)}, reverse=not lower_is_better)
     marks = []
@@ -292,7 +302,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     for split, s in report["splits"].items():
         metrics, rows, ref = s["metrics"], s["rows"], s["reference"]
         marks = {
-            m: _rank_marks([r["scores"][m]["value"] for r in rows], m in LOWER_IS_BETTER)
+            m: rank_marks([r["scores"][m]["value"] for r in rows], m in LOWER_IS_BETTER)
             for m in metrics
         }
         body = [
@@ -413,15 +423,74 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def to_latex(report: dict[str, Any]) -> str:
+    """``report.md``'s tables per split in LaTeX (booktabs): the scores, with the best of each
+    metric in bold and the second in italics, and each method minus the reference with the
+    paired 95% interval under it (a dagger where it excludes 0)."""
+    from peerdiff.tables import latex_escape, latex_header, latex_marked, latex_table
+
+    parts = ["% report.tex, written by peerdiff report; needs \\usepackage{booktabs}"]
+    llm = f" {latex_escape(report['llm'])}." if report.get("llm") else ""
+    for split, s in report["splits"].items():
+        metrics, rows, ref = s["metrics"], s["rows"], s["reference"]
+        headers = [latex_header(m) for m in metrics]
+        marks = {
+            m: rank_marks([r["scores"][m]["value"] for r in rows], m in LOWER_IS_BETTER)
+            for m in metrics
+        }
+        body = [
+            [latex_escape(r["method"]), str(r["n"])]
+            + [latex_marked(_fmt(m, r["scores"][m]["value"]), marks[m][i]) for m in metrics]
+            for i, r in enumerate(rows)
+        ]
+        notes = "".join(f" {latex_escape(n)}" for n in s["notes"])
+        parts.append(
+            latex_table(
+                ["Method", "$n$", *headers],
+                body,
+                f"Scores on the {latex_escape(split)} split. $\\uparrow$: higher is better, "
+                "$\\downarrow$: lower is better; the best value of each column in bold, the "
+                f"second in italics. BLEU: corpus BLEU (0--100).{notes}{llm}",
+                f"tab:scores-{split}",
+            )
+        )
+        diffs = []
+        for r in rows:
+            if r["method"] == ref:
+                continue
+            cells, intervals = [], []
+            for m in metrics:
+                d = r["scores"][m]["vs_reference"]
+                lo, hi = d["ci"]
+                sig = "^\\dagger" if (lo > 0 or hi < 0) else ""
+                cells.append(f"${format_signed(m, d['diff'])}{sig}$")
+                intervals.append(f"{{\\scriptsize $[{_fmt(m, lo)}, {_fmt(m, hi)}]$}}")
+            diffs += [[latex_escape(r["method"]), *cells], ["", *intervals]]
+        if diffs:
+            name = f"\\texttt{{{latex_escape(ref)}}}"
+            parts.append(
+                latex_table(
+                    ["Method", *headers],
+                    diffs,
+                    f"Each method minus {name} on the {latex_escape(split)} split (paired over "
+                    "the samples both have), with the paired bootstrap 95\\% interval under it; "
+                    "$^\\dagger$: the interval excludes 0. The arrows give each metric's better "
+                    f"direction: a positive difference under $\\uparrow$ favours the method, "
+                    f"under $\\downarrow$ it favours {name}.",
+                    f"tab:paired-{split}",
+                )
+            )
+    return "\n".join(parts)
+
+
 def write_report(
     run_dir: str | Path,
     reference: str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-    training_method: str = "dep",
     config: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``report/report.{md,csv,json}`` and the plots (module docstring).
+    """Write ``report/report.{md,csv,json,tex}`` and the plots (module docstring).
 
     Args:
         config: the run's config as a mapping, used to name the LLM when the run directory
@@ -448,6 +517,9 @@ def write_report(
     write_json(out / "report.json", report)
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(to_markdown(report))
+    if report["splits"]:
+        with atomic_path(out / "report.tex") as tmp:
+            tmp.write_text(to_latex(report))
     with atomic_path(out / "report.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
@@ -488,9 +560,16 @@ def write_report(
     probes = [p for p in report.get("probe") or [] if p.get("n")]
     if probes:
         plot_probe(probes, out / "probe.png")
-    train = run_dir / "train" / training_method
-    if (train / "log.jsonl").exists():
-        plot_training(train, out / "training.png")
+    trained = sorted(
+        (
+            d.parent
+            for d in (run_dir / "train").glob("*/log.jsonl")
+            if (d.parent / "state.json").exists()
+        ),
+        key=lambda d: _order(d.name),
+    )
+    if trained:
+        plot_training(trained, out / "training.png")
     return out
 
 

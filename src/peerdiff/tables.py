@@ -1,10 +1,12 @@
 """What runs print and write: benchmark statistics, the results and probe tables (rich),
-the results files (CSV, Markdown, JSON) and the line that names the LLM under results."""
+the results files (CSV, Markdown, JSON, LaTeX) and the line that names the LLM under
+results."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from peerdiff.config.sections import DEFAULT_LLM_ALIASES, DEFAULT_LLM_NOTE
-from peerdiff.metrics import LABELS, METRICS, OPTIONAL_METRICS, format_score
+from peerdiff.metrics import LABELS, LOWER_IS_BETTER, METRICS, OPTIONAL_METRICS, format_score
 from peerdiff.stage import atomic_path, write_json
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
@@ -135,8 +137,8 @@ def config_table(keys: list[Any], title: str = "config") -> Table:
 def write_results(
     run_dir: Path, rows: list[dict[str, Any]], name: str, note: str | None = None
 ) -> None:
-    """``results-<name>.{json,csv,md}`` in the run directory; ``note`` (:func:`llm_note`)
-    goes under the Markdown table."""
+    """``results-<name>.{json,csv,md,tex}`` in the run directory; ``note`` (:func:`llm_note`)
+    goes under the Markdown table and into the LaTeX table's caption."""
     from peerdiff.report import markdown_table
 
     metrics = shown_metrics(rows)
@@ -171,3 +173,130 @@ def write_results(
         table += f"\n{note}\n"
     with atomic_path(run_dir / f"results-{name}.md") as tmp:
         tmp.write_text(table)
+    with atomic_path(run_dir / f"results-{name}.tex") as tmp:
+        tmp.write_text(results_latex(rows, name, note))
+
+
+_LATEX_SPECIAL = str.maketrans(
+    {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+    }
+)
+
+
+def latex_escape(text: Any) -> str:
+    """``text`` with LaTeX's special characters escaped (``dep_v2`` -> ``dep\\_v2``)."""
+    return str(text).translate(_LATEX_SPECIAL)
+
+
+def latex_header(metric: str) -> str:
+    """A metric's column header with the direction that is better (``NLL $\\downarrow$``);
+    BLEU's scale (0-100) is left to the caption to keep the table narrow."""
+    arrow = r"$\downarrow$" if metric in LOWER_IS_BETTER else r"$\uparrow$"
+    return f"{latex_escape('BLEU' if metric == 'bleu' else LABELS[metric])} {arrow}"
+
+
+def latex_marked(cell: str, mark: str) -> str:
+    """``cell`` in bold for ``**`` (the best), in italics for ``*`` (the second best)."""
+    return {"**": rf"\textbf{{{cell}}}", "*": rf"\textit{{{cell}}}"}.get(mark, cell)
+
+
+def latex_table(
+    headers: list[str],
+    rows: list[list[str]],
+    caption: str | None = None,
+    label: str | None = None,
+    left: int = 1,
+    breaks: tuple[int, ...] = (),
+) -> str:
+    """A booktabs table (``\\usepackage{booktabs}``) in a ``table`` float.
+
+    Args:
+        headers, rows: cells as LaTeX (escape text with :func:`latex_escape`).
+        left: how many leading columns are left-aligned; the others are right-aligned.
+        breaks: indexes of rows that get a ``\\midrule`` above them (between splits).
+    """
+    align = "l" * left + "r" * (len(headers) - left)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}"]
+    lines.append(rf"\begin{{tabular}}{{{align}}}")
+    lines += [r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
+    for i, r in enumerate(rows):
+        if i in breaks:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(r) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{caption}}}")
+    if label:
+        lines.append(rf"\label{{{re.sub(r'[^A-Za-z0-9:._-]', '-', label)}}}")
+    return "\n".join([*lines, r"\end{table}"]) + "\n"
+
+
+def results_latex(rows: list[dict[str, Any]], name: str, note: str | None = None) -> str:
+    """The results rows as a booktabs table: metric headers with arrows to the better
+    direction, the best value of each metric per split in bold and the second in italics,
+    ``note`` (:func:`llm_note`) in the caption."""
+    from peerdiff.report import rank_marks
+
+    metrics = shown_metrics(rows)
+    splits = list(dict.fromkeys(r["split"] for r in rows))
+    several = len(splits) > 1
+    body: list[list[str]] = []
+    breaks = []
+    for split in splits:
+        group = [r for r in rows if r["split"] == split]
+        if body:
+            breaks.append(len(body))
+        values = {m: [r["scores"].get(m) for r in group] for m in metrics}
+        marks = {
+            m: rank_marks(
+                [float("nan") if v is None else v for v in values[m]], m in LOWER_IS_BETTER
+            )
+            for m in metrics
+        }
+        for i, r in enumerate(group):
+            secs = r.get("generation_seconds")
+            body.append(
+                [
+                    latex_escape(r["method"]),
+                    *([latex_escape(split)] if several else []),
+                    str(r["n"]),
+                    *[latex_marked(format_score(m, values[m][i]), marks[m][i]) for m in metrics],
+                    "--" if secs is None else f"{secs:.0f}",
+                ]
+            )
+    where = "" if several or not splits else f" on the {latex_escape(splits[0])} split"
+    caption = (
+        f"Results of run \\texttt{{{latex_escape(name)}}}{where}. $\\uparrow$: higher is better, "
+        "$\\downarrow$: lower is better; the best value of each column"
+        + (" per split" if several else "")
+        + " in bold, the second in italics. BLEU: corpus BLEU (0--100)."
+        + (" NLL: target negative log-likelihood per token." if "nll" in metrics else "")
+        + (" PPL: its perplexity over all target tokens." if "ppl" in metrics else "")
+        + "".join(
+            f" {latex_escape(n)}" for n in sorted({n for r in rows for n in r.get("notes", [])})
+        )
+        + (f" {latex_escape(note)}." if note else "")
+    )
+    headers = [
+        "Method",
+        *(["Split"] if several else []),
+        "$n$",
+        *[latex_header(m) for m in metrics],
+        "Gen.\\ time (s)",
+    ]
+    return (
+        f"% results-{name}.tex, written by peerdiff; needs \\usepackage{{booktabs}}\n"
+        + latex_table(
+            headers, body, caption, f"tab:results-{name}", 2 if several else 1, tuple(breaks)
+        )
+    )
