@@ -13,8 +13,9 @@ from peerdiff.tables import console
 
 
 def print_dry_run(cfg: RunConfig, names: list[str] | None = None) -> dict[str, Any]:
-    """``peerdiff run --dry-run``: prompt lengths and budgets per method and step, and the
-    deviations from the published profile; nothing is generated."""
+    """``peerdiff run --dry-run``: prompt lengths and budgets per method and step, the
+    deviations from the published profile, and what the run needs that is not on this
+    machine; nothing is generated or downloaded."""
     from peerdiff.paper import dry_run
 
     out = dry_run(cfg, names)
@@ -44,7 +45,14 @@ def print_dry_run(cfg: RunConfig, names: list[str] | None = None) -> dict[str, A
                 f"{v['over_budget']} (> {v.get('limit', cfg.prompt.max_prompt_tokens)})",
                 str(v["max_new_tokens"]),
             )
-    console.print(t)
+    console.print(t if out["methods"] else f"{t.title}: no prompts built", markup=False)
+    for what, why in out["missing"].items():
+        console.print(f"missing ({what}): {why}", markup=False)
+    if out["skipped"]:
+        console.print(
+            "prompts not built: " + ", ".join(f"{m} ({why})" for m, why in out["skipped"].items()),
+            markup=False,
+        )
     devs = out["deviations"]
     console.print("deviations from the published profile: " + ("; ".join(devs) if devs else "none"))
     write_json(cfg.run_path / f"dry-run-{cfg.name}.json", out)

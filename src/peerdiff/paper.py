@@ -8,12 +8,17 @@ model on 2 cores, and :func:`deviations` lists every cut so reports say so.
 
 :func:`dry_run` builds every configured method's prompts for a few samples without calling
 any model (intermediate outputs are placeholders of their full budget) and reports prompt
-lengths against ``prompt.max_prompt_tokens`` and each role's budget.
+lengths against ``prompt.max_prompt_tokens`` and each role's budget. It never downloads:
+:func:`missing_inputs` lists what the run needs that is not on this machine (data, the LLM,
+the encoder, the BERTScore model), and prompts are built only for the methods whose inputs
+are there.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,24 +140,111 @@ class DryCall:
         return [f"<{step} output of up to {max_new_tokens} tokens>"] * len(ids)
 
 
+def on_disk(name: str) -> bool:
+    """Whether a model (an id or a folder) is on this machine: a folder, or its
+    ``config.json`` in the Hugging Face cache. Never calls the hub."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    if Path(os.path.expanduser(name)).exists():
+        return True
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except HFValidationError:  # not a repo id either
+        return False
+
+
+def _llm_on_disk(name: str) -> bool:
+    from peerdiff.config.sections import DEFAULT_LLM_ALIASES
+
+    return name in DEFAULT_LLM_ALIASES or name.endswith(".gguf") or on_disk(name)
+
+
+def missing_inputs(cfg: RunConfig, names: Sequence[str] | None = None) -> dict[str, str]:
+    """What a run of ``names`` (default: ``cfg.methods``) needs that is not on this machine,
+    as ``{input: what to do}`` with inputs ``data``, ``llm``, ``encoder``, ``bertscore``.
+
+    Looks at local files and the Hugging Face cache only (servers of ``openai`` backends are
+    not contacted).
+    """
+    from peerdiff import methods
+    from peerdiff.config.data import Source
+    from peerdiff.data.readers import require_input
+    from peerdiff.embed import DEFAULT_ENCODER_ALIASES
+    from peerdiff.errors import DataError
+
+    names = list(names or cfg.methods)
+    d, out = cfg.data, {}
+    try:
+        if d.source == Source.dpl and d.reviews.startswith("hub:"):
+            raise DataError(
+                f"data.reviews={d.reviews} is read from the Hugging Face Hub; save it once with "
+                "datasets' save_to_disk and set data.reviews to that folder"
+            )
+        require_input(d.path(d.reviews), "reviews", d)
+        if d.items and not (d.source == Source.dpl and d.items.startswith("hub:")):
+            require_input(d.path(d.items), "items", d)
+        if d.source == Source.dpl:
+            import importlib.util
+
+            if importlib.util.find_spec("datasets") is None:
+                raise DataError("reading DPL-main needs `pip install peerdiff[dpl]`")
+    except DataError as e:
+        out["data"] = str(e)
+    hint = "not a local folder and not in the Hugging Face cache; where the hub is reachable: "
+    models = {cfg.llm.model}  # the in-process model and every other hf backend of the run
+    models |= {b.model for b in cfg.backends.values() if b.type == "hf" and b.model}
+    absent = sorted(m for m in models if not _llm_on_disk(m))
+    if absent:
+        out["llm"] = "; ".join(f"{m}: {hint}hf download {m}" for m in absent)
+    needs = set().union(*(methods.get(m).needs for m in names))
+    enc = cfg.embed.model
+    if needs & {"vectors", "contrast"} and enc not in DEFAULT_ENCODER_ALIASES and not on_disk(enc):
+        out["encoder"] = f"embed.model={enc}: {hint}hf download {enc}"
+    bs = cfg.evaluate.bertscore_model
+    if cfg.evaluate.bertscore and bs not in DEFAULT_ENCODER_ALIASES and not on_disk(bs):
+        out["bertscore"] = (
+            f"evaluate.bertscore_model={bs} (needed by evaluate, not by the dry run): "
+            f"{hint}hf download {bs}"
+        )
+    return out
+
+
 def dry_run(cfg: RunConfig, names: Sequence[str] | None = None, n: int = 8) -> dict[str, Any]:
     """Prompt lengths and budgets of each method on the first ``n`` test samples (soft-prompt
-    methods too: their prompt text needs no adapter).
+    methods too: their prompt text needs no adapter). Nothing is downloaded: a method whose
+    inputs are missing (:func:`missing_inputs`) is listed under ``skipped`` instead.
 
     Returns:
-        ``{"tokenizer": ..., "deviations": [...], "methods": {name: {step: {...}}}}``;
-        per step: prompts, token lengths (min/median/max), how many exceed
-        ``prompt.max_prompt_tokens``, and the role's budget of new tokens.
+        ``{"tokenizer": ..., "deviations": [...], "missing": {input: why}, "skipped":
+        {method: why}, "methods": {name: {step: {...}}}}``; per step: prompts, token lengths
+        (min/median/max), how many exceed ``prompt.max_prompt_tokens``, and the role's
+        budget of new tokens.
     """
     from peerdiff import methods, stages
     from peerdiff.backends import Backends
 
     names = list(names or cfg.methods)
+    missing = missing_inputs(cfg, names)
     counter, tok_name, tok = _counter(cfg)
+    out: dict[str, Any] = {
+        "tokenizer": tok_name,
+        "deviations": deviations(cfg),
+        "missing": missing,
+        "skipped": {},
+        "methods": {},
+    }
+    for name in names:
+        if "data" in missing:
+            out["skipped"][name] = "no data"
+        elif "encoder" in missing and methods.get(name).needs & {"vectors", "contrast"}:
+            out["skipped"][name] = "no encoder"
+    names = [m for m in names if m not in out["skipped"]]
+    if not names:
+        return out
     data = stages.data(cfg, names)
     backends = Backends(cfg)
     items = data.bench.samples("test")[:n]
-    out: dict[str, Any] = {"tokenizer": tok_name, "deviations": deviations(cfg), "methods": {}}
     for name in names:
         spec = methods.get(name)
         m = spec.build(cfg)
@@ -197,6 +289,8 @@ def _counter(cfg: RunConfig):
     ~4 characters per token (tokenizer ``None``)."""
     from peerdiff.methods.prompts import approx_tokens
 
+    if not _llm_on_disk(cfg.llm.model):
+        return approx_tokens, "approximate (4 characters per token; no local tokenizer)", None
     try:
         from peerdiff.model.llm import load_tokenizer, resolve_llm
 

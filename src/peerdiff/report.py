@@ -514,9 +514,12 @@ def write_report(
         (read_json(d) for d in (run_dir / "probe").glob("*/summary.json")),
         key=lambda p: (_order(p["method"]), p["split"]),
     )
+    from peerdiff import published  # the papers' rows, when the run targets a published setting
+
+    report["published"] = published.beside(report, recorded)
     write_json(out / "report.json", report)
     with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(to_markdown(report))
+        tmp.write_text(to_markdown(report) + published.to_markdown(report["published"]))
     if report["splits"]:
         with atomic_path(out / "report.tex") as tmp:
             tmp.write_text(to_latex(report))
