@@ -223,6 +223,8 @@ TINY_RUN = [
     "llm.model=tiny",
     "methods=[nonperso,constant,dep]",
     "generate.max_new_tokens=4",
+    # the first 4 test samples, a subset of the split: the generate, nll and evaluate
+    # folders are <method>-test-n4 (training and the probe keep their names)
     "generate.max_samples=4",
     "train.epochs=1",
     "train.samples_per_user=1",

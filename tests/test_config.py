@@ -76,6 +76,16 @@ def test_shipped_configs_load():
         assert cfg.name
 
 
+def test_smoke_runs_the_quick_jobs_stages_in_a_run_directory_of_its_own():
+    """Issue 26, item 1: the short look at the pipeline is a job of its own, never a
+    subset written into runs/quick."""
+    quick, smoke = load_config("quick"), load_config("smoke")
+    assert smoke.methods == quick.methods and smoke.generate.splits == quick.generate.splits
+    assert smoke.probe.splits == quick.probe.splits and smoke.evaluate.nll
+    assert smoke.run_path != quick.run_path and smoke.generate.max_samples is None
+    assert smoke.data.max_users and smoke.train.epochs == 1
+
+
 def test_shipped_configs_by_name_from_any_directory(tmp_path, monkeypatch):
     """After `pip install` there is no configs/ folder: names resolve to the packaged copy."""
     monkeypatch.chdir(tmp_path)

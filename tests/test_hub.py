@@ -53,9 +53,32 @@ def test_best_folder_is_a_self_describing_repository(trained):
     assert "user-swap probe, test (n=4)" in card and "NLL" in card
     assert "peerdiff.load_adapter(" in card
     assert "BLEU (0-100) " in card and "LLM: tiny." in card  # the scale; which LLM
-    assert "\nLLM: tiny\n" in (cfg.run_path / f"results-{cfg.name}.md").read_text()
+    # TINY_RUN's first 4 test samples: a subset run, whose table has a name of its own
+    assert "\nLLM: tiny\n" in (cfg.run_path / f"results-{cfg.name}-n4.md").read_text()
+    assert "- test-n4 (n=4): " in card  # the run's only scores
     man = json.loads((best.parent / "manifest.json").read_text())
     assert man["config"]["train"]["lr"] == man["lr"] == 0.003  # dep.lr, not train.lr
+
+
+def test_card_results_are_the_methods_own_and_prefer_the_full_split(tmp_path):
+    """``evaluate/dep-*`` also holds dep-mean's folders, and a subset run's scores sit
+    beside the full run's: the card lists dep's own, the full split's where there is one."""
+    from peerdiff.hub import _results
+    from peerdiff.stage import write_json
+
+    def summary(folder, method, split, n, **extra):
+        scores = {"rouge1": n / 100}
+        write_json(
+            tmp_path / "evaluate" / folder / "summary.json",
+            {"method": method, "split": split, "n": n, "scores": scores, **extra},
+        )
+
+    summary("dep-test-n4", "dep", "test-n4", 4, max_samples=4)
+    assert _results(tmp_path, "dep") == ["- test-n4 (n=4): ROUGE-1 0.0400"]
+    summary("dep-test", "dep", "test", 87)
+    summary("dep-mean-test", "dep-mean", "test", 86)
+    assert _results(tmp_path, "dep") == ["- test (n=87): ROUGE-1 0.8700"]
+    assert _results(tmp_path, "dep-mean") == ["- test (n=86): ROUGE-1 0.8600"]
 
 
 def test_load_adapter_refuses_another_base_model(trained):

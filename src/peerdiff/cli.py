@@ -187,6 +187,7 @@ def _evaluate(cfg, args) -> int:
     from rich.console import Console
 
     from peerdiff.runner import evaluate_split
+    from peerdiff.stages.common import run_name
     from peerdiff.tables import llm_note, results_table, write_results
 
     names, data, backends = _methods(cfg, args)
@@ -198,7 +199,7 @@ def _evaluate(cfg, args) -> int:
     ]
     if rows:
         note = llm_note(cfg.to_dict())
-        write_results(cfg.run_path, rows, cfg.name, note)
+        write_results(cfg.run_path, rows, run_name(cfg, data.bench), note)
         Console(stderr=True, width=None if sys.stderr.isatty() else 150).print(
             results_table(rows, note=note)
         )

@@ -197,8 +197,14 @@ def _results(run_dir: Path, method: str) -> list[str]:
     from peerdiff.stage import read_json
 
     out = []
-    for f in sorted((run_dir / "evaluate").glob(f"{method}-*/summary.json")):
-        s = read_json(f)
+    # this method's own folders only (``dep-*`` also matches dep-mean's); a subset run's
+    # scores (``max_samples``) only where the method has no full evaluation
+    mine = [
+        s
+        for s in (read_json(f) for f in sorted((run_dir / "evaluate").glob("*/summary.json")))
+        if s.get("method") == method
+    ]
+    for s in [s for s in mine if not s.get("max_samples")] or mine:
         cells = ", ".join(
             f"{LABELS.get(k, k)} {format_score(k, v)}"
             for k, v in s["scores"].items()
@@ -207,7 +213,7 @@ def _results(run_dir: Path, method: str) -> list[str]:
         out.append(f"- {s['split']} (n={s['n']}): {cells}")
     for f in sorted((run_dir / "probe").glob(f"{method}-*/summary.json")):
         p = read_json(f)
-        if p.get("n"):
+        if p.get("n") and p.get("method") == method:
             lo, hi = p["delta_ci"]
             out.append(
                 f"- user-swap probe, {p['split']} (n={p['n']}): delta {p['delta']:+.4f} nats/token "

@@ -20,6 +20,8 @@ from peerdiff import methods, stages
 from peerdiff.backends import Backends
 from peerdiff.config import RunConfig
 from peerdiff.stage import Stage, atomic_path, read_json, write_json
+from peerdiff.stages.common import run_name, split_name
+from peerdiff.stages.prepare import benchmark
 from peerdiff.tables import (
     console,
     llm_note,
@@ -72,13 +74,14 @@ def evaluate_split(
     """generate -> likelihood -> evaluate of one method on one split (each skipped when
     done); the evaluation summary (a results row)."""
     t = t or Timings()
-    with t(f"generate {name}-{split}"):
+    tag = split_name(cfg, data.bench, split)  # test, or test-n10 for a subset
+    with t(f"generate {name}-{tag}"):
         gen = stages.generate(cfg, name, split, data, backends, adapter)
-    with t(f"nll {name}-{split}"):
+    with t(f"nll {name}-{tag}"):
         nll = None
         if cfg.evaluate.nll:
             nll = stages.likelihood(cfg, name, split, data, backends, adapter, gen)
-    with t(f"evaluate {name}-{split}"):
+    with t(f"evaluate {name}-{tag}"):
         ev = stages.evaluate(cfg, name, split, gen, nll, data, backends)
     return read_json(ev.path("summary.json"))
 
@@ -89,16 +92,23 @@ def run(
     """Every stage the configured methods need; returns the results rows (one per method and
     split: ``{"method", "split", "n", "scores": {metric: value}, ...}``).
 
+    A subset run (``generate.max_samples`` below a split's size) shares the run directory's
+    data, adapters and probe, and writes its predictions, scores and files under names of
+    its own (``generate/<method>-test-n10``, ``results-<name>-n10.md``,
+    ``config-<name>-n10.yaml``): it never rewrites a full run's outputs.
+
     Args:
         backends: already loaded backends (default: created from ``cfg``, loaded on use).
     """
     names = names or cfg.methods
     cfg.run_path.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cfg.run_path / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     t = Timings()
     with t("prepare"):
         prep = stages.prepare(cfg)
+    label = run_name(cfg, benchmark(prep))
+    config = "config.yaml" if label == cfg.name else f"config-{label}.yaml"
+    with atomic_path(cfg.run_path / config) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     print_stats(read_json(prep.path("stats.json")))
     with t("embed + contrast"):
         data = stages.data(cfg, names, prep)
@@ -122,17 +132,17 @@ def run(
                         )
                     )
     llm = llm_note(cfg.to_dict())
-    write_results(cfg.run_path, rows, cfg.name, llm)
+    write_results(cfg.run_path, rows, label, llm)
     from peerdiff.hub import write_model_card
 
     for name in names:  # model cards now carry this run's metrics and probe results
         if methods.get(name).soft:
             write_model_card(cfg.run_path, name)
-    console.print(results_table(rows, title=f"{cfg.name}: results", note=llm))
+    console.print(results_table(rows, title=f"{label}: results", note=llm))
     if probes:
         console.print(probe_table(probes))
     for note in sorted({n for r in rows for n in r.get("notes", [])}):
         console.print(f"[dim]note: {note}[/dim]")
     console.print(t.table())
-    write_json(cfg.run_path / f"timings-{cfg.name}.json", t.as_dict())
+    write_json(cfg.run_path / f"timings-{label}.json", t.as_dict())
     return rows

@@ -17,7 +17,7 @@ KILL_AT = [
     "embed",
     "train/dep/log.jsonl",
     "train/dep/epoch-1",
-    "generate/dep-test/predictions.jsonl",
+    "generate/dep-test-n4/predictions.jsonl",
     "evaluate",
 ]
 ARTIFACTS = [
@@ -26,11 +26,11 @@ ARTIFACTS = [
     "embed/vectors.npy",
     "contrast/diff.npy",
     "train/dep/best/adapter.safetensors",
-    "generate/nonperso-test/predictions.jsonl",
-    "generate/dep-test/predictions.jsonl",
-    "nll/dep-test/nll.parquet",
-    "evaluate/nonperso-test/scores.parquet",
-    "evaluate/dep-test/scores.parquet",
+    "generate/nonperso-test-n4/predictions.jsonl",
+    "generate/dep-test-n4/predictions.jsonl",
+    "nll/dep-test-n4/nll.parquet",
+    "evaluate/nonperso-test-n4/scores.parquet",
+    "evaluate/dep-test-n4/scores.parquet",
 ]
 
 

@@ -40,9 +40,9 @@ def test_two_runs_write_identical_bytes(tiny_lm, synthetic_root, tiny_encoder_di
         "contrast/slots.npy",
         "train/dep/best/adapter.safetensors",
         "train/dep/epoch-1/adapter.safetensors",
-        "generate/nonperso-test/predictions.jsonl",
-        "generate/dep-test/predictions.jsonl",
-        "nll/dep-test/nll.parquet",
+        "generate/nonperso-test-n4/predictions.jsonl",
+        "generate/dep-test-n4/predictions.jsonl",
+        "nll/dep-test-n4/nll.parquet",
     ):
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
 
@@ -76,7 +76,7 @@ def test_nll_from_the_generation_prefill_equals_the_separate_pass(
     data = stages.data(cfg, ["nonperso", "dep"])
     adapter = stages.train(cfg, "dep", data, be)  # done: loaded
     for name in ("nonperso", "dep"):
-        st = cfg.run_path / "nll" / f"{name}-test"
+        st = cfg.run_path / "nll" / f"{name}-test-n4"
         assert read_json(st / "manifest.json")["with_generation"] is True
         merged = pq.read_table(st / "nll.parquet").to_pydict()
         shutil.rmtree(st)

@@ -81,9 +81,9 @@ def test_the_graph_ran(base):
         "contrast",
         "train/dep",
         "train/constant",
-        "generate/dep-test",
-        "nll/nonperso-test",
-        "evaluate/constant-test",
+        "generate/dep-test-n4",
+        "nll/nonperso-test-n4",
+        "evaluate/constant-test-n4",
         "probe/dep-test",
     ):
         assert any(f.startswith(d + "/") for f in first), d
@@ -122,7 +122,9 @@ def test_a_decoding_change_regenerates_and_rescores_only(base):
     go, before = base
     after = go("generate.max_new_tokens=5")
     assert changed(before, after) == {
-        f"{s}/{m}-test" for s in ("generate", "evaluate") for m in ("nonperso", "constant", "dep")
+        f"{s}/{m}-test-n4"
+        for s in ("generate", "evaluate")
+        for m in ("nonperso", "constant", "dep")
     }
 
 
@@ -132,9 +134,9 @@ def test_a_contrast_change_reaches_dep_and_nothing_else(base):
     assert changed(before, after) == {
         "contrast",
         "train/dep",
-        "generate/dep-test",
-        "nll/dep-test",
-        "evaluate/dep-test",
+        "generate/dep-test-n4",
+        "nll/dep-test-n4",
+        "evaluate/dep-test-n4",
         "probe/dep-test",
     }
 
@@ -144,16 +146,16 @@ def test_an_adapter_setting_retrains_only_that_method(base):
     after = go("constant.lr=0.05")
     assert changed(before, after) == {
         "train/constant",
-        "generate/constant-test",
-        "nll/constant-test",
-        "evaluate/constant-test",
+        "generate/constant-test-n4",
+        "nll/constant-test-n4",
+        "evaluate/constant-test-n4",
     }
 
 
 def _hashes(run_dir, name):
     import json
 
-    path = run_dir / "generate" / f"{name}-test" / "predictions.jsonl"
+    path = run_dir / "generate" / f"{name}-test-n4" / "predictions.jsonl"
     return [json.loads(line)["prompt_hash"] for line in path.read_text().splitlines()]
 
 
@@ -180,13 +182,13 @@ def test_evaluate_follows_the_predictions_content(base):
 
     go, before = base
     run_dir = go.run_dir
-    path = run_dir / "generate" / "nonperso-test" / "predictions.jsonl"
+    path = run_dir / "generate" / "nonperso-test-n4" / "predictions.jsonl"
     recs = [json.loads(line) for line in path.read_text().splitlines()]
     recs[0]["text"] = "a different review"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     after = go()
-    assert "evaluate/nonperso-test" in changed(before, after)
-    m = "generate/nonperso-test/manifest.json"
+    assert "evaluate/nonperso-test-n4" in changed(before, after)
+    m = "generate/nonperso-test-n4/manifest.json"
     assert before[m] == after[m]  # generation itself was not redone
 
 
@@ -201,11 +203,11 @@ def test_a_metric_that_could_not_be_computed_is_computed_once_it_can(base, monke
     real = metrics.setup_wordnet
     if real(go.run_dir / "cache") is not None:
         pytest.skip("WordNet is not installed here")
-    summary = go.run_dir / "evaluate" / "nonperso-test" / "summary.json"
+    summary = go.run_dir / "evaluate" / "nonperso-test-n4" / "summary.json"
     monkeypatch.setattr(metrics, "setup_wordnet", lambda *a, **k: "WordNet not found; fix it")
     before = go()
     assert json.loads(summary.read_text())["scores"].get("meteor") is None
     monkeypatch.setattr(metrics, "setup_wordnet", real)
     after = go()
-    assert "evaluate/nonperso-test" in changed(before, after)
+    assert "evaluate/nonperso-test-n4" in changed(before, after)
     assert json.loads(summary.read_text())["scores"]["meteor"] is not None

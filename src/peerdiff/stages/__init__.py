@@ -13,6 +13,10 @@ In data-flow order (module: run-directory folder, outputs)::
     evaluate.py    evaluate/<method>-<split>/ scores.parquet (per sample), summary.json
     probe.py       probe/<method>-<split>/    user-swap probe per sample, summary.json
 
+A subset run (``generate.max_samples`` below a split's size) writes its generate, nll,
+evaluate and calls folders as ``<method>-<split>-n<N>`` (:func:`common.split_name`), beside
+the full split's, never over them.
+
 ``data.py`` holds what the data stages produced (:class:`Data`); ``common.py`` the
 decoding settings, sample lists and :class:`MethodSplit` (a method on a split) that the
 later stages share. Each stage is keyed on its upstream stages' keys plus exactly the

@@ -47,6 +47,26 @@ def samples(cfg: RunConfig, bench: Benchmark, split: str) -> list[Sample]:
     return s[:n] if n else s
 
 
+def split_name(cfg: RunConfig, bench: Benchmark, split: str) -> str:
+    """The name a split's predictions, target NLLs and scores go under: ``test``, or
+    ``test-n10`` when ``generate.max_samples=10`` keeps only part of the split.
+
+    A subset run so writes beside a full run's ``generate/<method>-test`` (never over it),
+    and a full run's folders and keys stay what they were (``max_samples`` at or above the
+    split's size is the full split).
+    """
+    n = cfg.generate.max_samples
+    return f"{split}-n{n}" if n and n < len(bench.samples(split)) else split
+
+
+def run_name(cfg: RunConfig, bench: Benchmark) -> str:
+    """The name of a run's results, timings and config files: ``cfg.name``, or
+    ``<name>-n10`` when ``generate.max_samples=10`` cuts a generated split (a subset run
+    never rewrites the full run's ``results-<name>.md``)."""
+    cut = any(split_name(cfg, bench, s) != s for s in cfg.generate.splits)
+    return f"{cfg.name}-n{cfg.generate.max_samples}" if cut else cfg.name
+
+
 def train_samples(cfg: RunConfig, bench: Benchmark) -> list[Sample]:
     """Training samples; with ``train.samples_per_user = n``, each user's latest n."""
     out = bench.samples("train")
@@ -120,7 +140,7 @@ def require_adapter(name: str, adapter: Stage | None) -> Stage:
 
 
 class NLLPlan(NamedTuple):
-    """Where a method's target NLL goes (``nll/<method>-<split>``), its key and its scorer."""
+    """Where a method's target NLL goes (``nll/<method>-<tag>``), its key and its scorer."""
 
     stage: Stage
     key: str
@@ -133,9 +153,10 @@ class MethodSplit:
     their cached calls here), encoded prompts, targets, soft tokens and stage keys that the
     generate, likelihood, probe and train stages read.
 
-    ``items`` defaults to the split's samples (the first ``generate.max_samples``); the
-    probe and training pass their own. ``adapter`` is the method's train stage (soft-prompt
-    methods); it is required only where the adapter is read.
+    ``items`` defaults to the split's samples (the first ``generate.max_samples``; their
+    stages go under ``<method>-<tag>``, :func:`split_name`); the probe and training pass
+    their own. ``adapter`` is the method's train stage (soft-prompt methods); it is required
+    only where the adapter is read.
     """
 
     cfg: RunConfig
@@ -149,8 +170,10 @@ class MethodSplit:
     def __post_init__(self) -> None:
         self.spec = methods.get(self.name)
         self.method = self.spec.build(self.cfg)
+        self.tag = self.split  # the folder name's split part (test, test-n10)
         if self.items is None:
             self.items = samples(self.cfg, self.data.bench, self.split)
+            self.tag = split_name(self.cfg, self.data.bench, self.split)
         self._prompts: dict[int, Prompts] = {}
 
     @property
@@ -197,7 +220,7 @@ class MethodSplit:
         ctx = self.context(backend)
         call = None
         if len(self.spec.roles) > 1:
-            run = self.cfg.run_path / "calls" / f"{self.name}-{self.split}"
+            run = self.cfg.run_path / "calls" / f"{self.name}-{self.tag}"
             call = Caller(run, self.backends, gen_params(self.cfg))
         P = self.method.prompts(self.items, ctx, call)
         if call is not None:
@@ -235,4 +258,4 @@ class MethodSplit:
         n = self.cfg.evaluate.nll_target_tokens
         key = fingerprint(NLL_FORMAT, self.key(), who, n)
         scorer = b.local if self.soft else b.scoring("generator")
-        return NLLPlan(Stage(self.cfg.run_path / "nll", f"{self.name}-{self.split}"), key, scorer)
+        return NLLPlan(Stage(self.cfg.run_path / "nll", f"{self.name}-{self.tag}"), key, scorer)

@@ -14,6 +14,7 @@ from peerdiff.backends import Backends
 from peerdiff.backends.base import GenParams
 from peerdiff.config import RunConfig
 from peerdiff.stage import Stage, atomic_path, file_digest, fingerprint, write_json
+from peerdiff.stages.common import split_name
 from peerdiff.stages.data import Data
 
 
@@ -26,11 +27,17 @@ def evaluate(
     data: Data,
     backends: Backends,
 ) -> Stage:
-    """Per-sample scores of the predictions (and target NLL), plus the corpus summary."""
+    """Per-sample scores of the predictions (and target NLL), plus the corpus summary.
+
+    A subset (``generate.max_samples`` below the split's size) is scored under its own name,
+    ``evaluate/<method>-test-n10``, with ``"split": "test-n10"`` and ``max_samples`` in its
+    summary, so tables and reports never mix it with the full split.
+    """
     from peerdiff.generate import read_jsonl
     from peerdiff.metrics import score_texts, setup_wordnet
 
-    stage = Stage(cfg.run_path / "evaluate", f"{name}-{split}")
+    tag = split_name(cfg, data.bench, split)
+    stage = Stage(cfg.run_path / "evaluate", f"{name}-{tag}")
     e = cfg.evaluate
     judge = cfg.roles.judge
     key = fingerprint(
@@ -76,7 +83,8 @@ def evaluate(
         pq.write_table(pa.table(cols), tmp)
     summary = {
         "method": name,
-        "split": split,
+        "split": tag,
+        **({"max_samples": cfg.generate.max_samples} if tag != split else {}),
         "n": len(recs),
         "scores": sc.corpus,
         "notes": sc.notes,

@@ -45,7 +45,7 @@ def generate(
     params = gen_params(cfg)
     gen_key = fingerprint(DECODE_FORMAT, ms.generator_identity(), asdict(params))
     key = fingerprint(ms.key(), gen_key)
-    stage = Stage(cfg.run_path / "generate", f"{name}-{split}")
+    stage = Stage(cfg.run_path / "generate", f"{name}-{ms.tag}")
     if stage.is_done(key):
         return stage
     t0 = time.time()
