@@ -132,3 +132,38 @@ def test_reviewer_writes_a_review_in_a_few_lines(trained):
             r.review(user_id="nobody", item_title="x", rating=5, method="nonperso")
         with pytest.raises(ConfigError, match="invalid review request"):
             r.review(user_id=user, item_title="x", rating=9, method="nonperso")
+
+
+@pytest.mark.parametrize("recorded", ["default", "HuggingFaceTB/SmolLM2-135M-Instruct"])
+def test_the_default_llm_is_one_model_under_each_of_its_names(tmp_path, recorded):
+    """Adapters record the default LLM by its Hub id (older ones said ``default``); either is
+    accepted under any of the default's names, another model is refused, and the card says
+    the weights are the dequantised Q4_1 file."""
+    import peerdiff
+    from peerdiff.config.sections import DEFAULT_LLM_ID, llm_identity
+    from peerdiff.hub import _llm_note
+    from peerdiff.model.adapters import ConstantConfig, build_adapter, save_adapter
+
+    assert llm_identity("default") == llm_identity("SmolLM2-135M-Instruct") == DEFAULT_LLM_ID
+    assert llm_identity("Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"
+    cfg = ConstantConfig(llm_hidden=8, n_constant=2, base_model=recorded)
+    cfg.base_model_revision = "gguf-sha256:0123456789"
+    save_adapter(build_adapter(cfg), tmp_path)
+    for name in ("default", "SmolLM2-135M-Instruct", DEFAULT_LLM_ID):
+        assert peerdiff.load_adapter(tmp_path, base_model=name).cfg.n_constant == 2
+    with pytest.raises(ConfigError, match="trained with base model"):
+        peerdiff.load_adapter(tmp_path, base_model="Qwen/Qwen2.5-7B-Instruct")
+    note = _llm_note(json.loads((tmp_path / "adapter_config.json").read_text()))
+    assert "Q4_1 GGUF" in note and "dequantised" in note
+    hf = {"base_model": DEFAULT_LLM_ID, "base_model_revision": "commit:abc"}
+    assert "Q4_1" not in _llm_note(hf)  # the Hub checkpoint itself
+
+
+def test_adapters_record_the_default_llm_by_its_hub_id():
+    from peerdiff import methods
+    from peerdiff.config import load_config
+
+    cfg = load_config(None, ["llm.model=default"])
+    assert methods.build("dep", cfg).adapter_config().base_model == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )

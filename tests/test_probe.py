@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from peerdiff.config import TrainConfig
-from peerdiff.model.adapters import AdapterConfig, adapter_class, build_adapter, soft_fn
+from peerdiff.model.adapters import ConstantConfig, DEPConfig, adapter_class, build_adapter, soft_fn
 from peerdiff.model.inject import Injector, add_placeholders, placeholder_names
 from peerdiff.model.lm import Example, collate, target_losses, target_nll
 from peerdiff.probe import pick_donors, summarize_swap, swap_probe
@@ -32,7 +32,7 @@ def task():
 
     tok = char_tokenizer()
     model = tiny_llama(len(tok), init=0.3)
-    cfg = AdapterConfig(encoder_dim=D, llm_hidden=model.config.hidden_size, slots=2)
+    cfg = DEPConfig(encoder_dim=D, llm_hidden=model.config.hidden_size, slots=2)
     names = placeholder_names(cfg.groups, cfg.slots)
     ids = add_placeholders(tok, names)
     rng = np.random.default_rng(0)
@@ -165,9 +165,7 @@ def test_fresh_residual_dep_is_the_constant_prompt_and_probes_to_zero(task):
     model, _tok, cfg, _inj, _prompt, _targets, feats, _user = task
     emb = model.get_input_embeddings()
     rcfg = replace(cfg, residual=True)
-    ccfg = AdapterConfig(
-        kind="constant", encoder_dim=D, llm_hidden=cfg.llm_hidden, n_constant=rcfg.n_tokens
-    )
+    ccfg = ConstantConfig(encoder_dim=D, llm_hidden=cfg.llm_hidden, n_constant=rcfg.n_tokens)
     torch.manual_seed(3)
     dep = build_adapter(rcfg, emb)
     dep.fit_statistics(feats)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from peerdiff.config import TrainConfig
-from peerdiff.model.adapters import AdapterConfig, build_adapter
+from peerdiff.model.adapters import DEPConfig, build_adapter
 from peerdiff.model.inject import Injector, add_placeholders, placeholder_names
 from peerdiff.model.lm import Example
 from peerdiff.train import Trainer
@@ -19,7 +19,7 @@ D = 12
 def setup(tiny_lm):
     model, tok, _ = tiny_lm
     tok = copy.deepcopy(tok)
-    cfg = AdapterConfig(encoder_dim=D, llm_hidden=model.config.hidden_size, slots=2)
+    cfg = DEPConfig(encoder_dim=D, llm_hidden=model.config.hidden_size, slots=2)
     names = placeholder_names(cfg.groups, cfg.slots)
     inj = Injector(model.get_input_embeddings(), add_placeholders(tok, names))
     rng = np.random.default_rng(0)

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from peerdiff.config.sections import DEFAULT_LLM_ID, llm_identity
 from peerdiff.errors import BackendError, ConfigError
 from peerdiff.model.adapters import CONFIG_NAME, WEIGHTS_NAME, Adapter
 from peerdiff.model.adapters import load_adapter as _load
@@ -90,8 +91,8 @@ def load_adapter(
     """
     folder = resolve(path_or_repo)
     cfg = json.loads((folder / CONFIG_NAME).read_text())
-    checks = (
-        ("base model", base_model, cfg.get("base_model")),
+    checks = (  # the default LLM's aliases and its Hub id name the same model
+        ("base model", llm_identity(base_model), llm_identity(cfg.get("base_model"))),
         ("base model revision", base_model_revision, cfg.get("base_model_revision")),
         ("encoder", encoder, cfg.get("encoder")),
     )
@@ -108,7 +109,6 @@ def model_card(run_dir: Path, method: str) -> str:
     """The model card of ``train/<method>/best`` from what the run directory holds; it names
     the LLM under its results (the packaged default: a dequantised Q4_1 GGUF)."""
     from peerdiff.stage import read_json
-    from peerdiff.tables import llm_note
 
     best = run_dir / "train" / method / "best"
     acfg = json.loads((best / CONFIG_NAME).read_text())
@@ -132,7 +132,7 @@ def model_card(run_dir: Path, method: str) -> str:
         "## Models",
         "",
         f"- base LLM: `{acfg.get('base_model')}` (revision `{acfg.get('base_model_revision')}`); "
-        f"{llm_note({'llm': {'model': acfg.get('base_model')}})}",
+        f"{_llm_note(acfg)}",
         f"- sentence encoder: `{acfg.get('encoder')}` (`{acfg.get('encoder_key')}`)",
         f"- sizes: encoder {acfg['encoder_dim']}, LLM hidden {acfg['llm_hidden']}, "
         f"{man.get('trainable_parameters', '?')} trainable parameters",
@@ -168,7 +168,7 @@ def model_card(run_dir: Path, method: str) -> str:
     ]
     results = _results(run_dir, method)
     if results:
-        llm = llm_note({"llm": {"model": acfg.get("base_model")}})
+        llm = _llm_note(acfg)
         lines += ["## Results of this run", "", *results, "", f"{llm}.", ""]
     lines += [
         "## Use",
@@ -184,6 +184,17 @@ def model_card(run_dir: Path, method: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _llm_note(acfg: dict[str, Any]) -> str:
+    """The results' LLM note for an adapter's base model: the packaged default (its Q4_1 GGUF,
+    ``gguf-sha256`` revision) says that it is dequantised."""
+    from peerdiff.tables import llm_note
+
+    model = llm_identity(acfg.get("base_model"))
+    if model == DEFAULT_LLM_ID and str(acfg.get("base_model_revision")).startswith("gguf-"):
+        model = "default"
+    return llm_note({"llm": {"model": model}})
 
 
 def _n_tokens(acfg: dict[str, Any]) -> int:

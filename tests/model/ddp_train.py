@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import char_tokenizer, tiny_llama
 
 from peerdiff.config import TrainConfig
-from peerdiff.model.adapters import AdapterConfig, build_adapter
+from peerdiff.model.adapters import DEPConfig, build_adapter
 from peerdiff.model.inject import Injector, add_placeholders, placeholder_names
 from peerdiff.model.lm import Example
 from peerdiff.train import Trainer
@@ -20,7 +20,7 @@ from peerdiff.train import Trainer
 out = Path(sys.argv[1])
 tok = copy.deepcopy(char_tokenizer())
 model = tiny_llama(len(tok))
-cfg = AdapterConfig(encoder_dim=12, llm_hidden=model.config.hidden_size, slots=2)
+cfg = DEPConfig(encoder_dim=12, llm_hidden=model.config.hidden_size, slots=2)
 ids = add_placeholders(tok, placeholder_names(cfg.groups, cfg.slots))
 torch.manual_seed(0)
 adapter = build_adapter(cfg)

@@ -1,6 +1,7 @@
 """Adapters on a tiny random Llama: what trains, what stays frozen, injection, save/load."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -9,6 +10,9 @@ import torch
 from peerdiff.config import TrainConfig
 from peerdiff.model.adapters import (
     AdapterConfig,
+    ConstantConfig,
+    DEPConfig,
+    adapter_class,
     build_adapter,
     decay_groups,
     load_adapter,
@@ -25,8 +29,11 @@ D = 12  # encoder size in these tests
 def setup_dep(tiny_lm, **kw):
     model, tok, _ = tiny_lm
     tok = copy.deepcopy(tok)  # placeholders must not leak into the shared fixture
-    cfg = AdapterConfig(encoder_dim=D, llm_hidden=model.config.hidden_size, slots=2, **kw)
-    names = placeholder_names(cfg.groups, cfg.slots if cfg.kind == "dep" else cfg.n_tokens)
+    kind = kw.pop("kind", "dep")
+    if kind == "dep":
+        kw.setdefault("slots", 2)
+    cfg = AdapterConfig.for_kind(kind, encoder_dim=D, llm_hidden=model.config.hidden_size, **kw)
+    names = placeholder_names(cfg.groups, cfg.tokens_per_group)
     ids = add_placeholders(tok, names)
     torch.manual_seed(0)
     adapter = build_adapter(cfg, model.get_input_embeddings())
@@ -141,14 +148,14 @@ def test_save_load_gives_identical_logits(tiny_lm, tmp_path):
 
 
 def test_ablations_and_sizes():
-    full = build_adapter(AdapterConfig(encoder_dim=384, llm_hidden=576))
+    full = build_adapter(DEPConfig(encoder_dim=384, llm_hidden=576))
     assert full.sae.encoder[0].out_features == 192  # h = d / 2
     assert full.cfg.n_tokens == 16
-    assert build_adapter(AdapterConfig(use_difference=False)).cfg.n_tokens == 8
-    nosae = build_adapter(AdapterConfig(encoder_dim=384, use_sae=False))
+    assert build_adapter(DEPConfig(use_difference=False)).cfg.n_tokens == 8
+    nosae = build_adapter(DEPConfig(encoder_dim=384, use_sae=False))
     assert nosae.sae is None and nosae.align_mlp_his[0].in_features == 384
     with pytest.raises(ValueError, match="use_history or use_difference"):
-        AdapterConfig(use_history=False, use_difference=False)
+        DEPConfig(use_history=False, use_difference=False)
 
 
 def test_sae_losses_ignore_padding_slots():
@@ -189,18 +196,18 @@ def test_grad_free_prefix_gives_the_same_loss_and_gradients(tiny_lm):
 
 def test_reference_init_has_small_weights_and_zero_biases():
     torch.manual_seed(0)
-    a = build_adapter(AdapterConfig(encoder_dim=384, llm_hidden=576, init="reference"))
+    a = build_adapter(DEPConfig(encoder_dim=384, llm_hidden=576, init="reference"))
     for m in a.modules():
         if isinstance(m, torch.nn.Linear):
             assert abs(float(m.weight.detach().std()) - 0.02) < 0.002
             assert m.bias is None or torch.equal(m.bias, torch.zeros_like(m.bias))
     torch.manual_seed(0)
-    t = build_adapter(AdapterConfig(encoder_dim=384, llm_hidden=576, init="torch"))
+    t = build_adapter(DEPConfig(encoder_dim=384, llm_hidden=576, init="torch"))
     assert t.align_mlp_his[2].bias.abs().sum() > 0  # PyTorch's default: random biases
 
 
 def test_no_weight_decay_on_biases_and_learned_tokens():
-    a = build_adapter(AdapterConfig(encoder_dim=D, llm_hidden=16, slots=2))
+    a = build_adapter(DEPConfig(encoder_dim=D, llm_hidden=16, slots=2))
     decay, no_decay = decay_groups(a, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decay["params"]) and all(
@@ -208,14 +215,14 @@ def test_no_weight_decay_on_biases_and_learned_tokens():
     )
     n = sum(p.numel() for g in (decay, no_decay) for p in g["params"])
     assert n == sum(p.numel() for p in a.parameters())
-    c = build_adapter(AdapterConfig(kind="constant", llm_hidden=16, n_constant=4))
+    c = build_adapter(ConstantConfig(llm_hidden=16, n_constant=4))
     assert decay_groups(c, 0.1)[0]["params"] == []  # the constant's tokens are not decayed
 
 
 @pytest.mark.parametrize("mode", ["center", "standardize"])
 def test_feature_statistics_normalise_filled_slots_only(mode):
     torch.manual_seed(0)
-    a = build_adapter(AdapterConfig(encoder_dim=D, llm_hidden=16, slots=2, features=mode))
+    a = build_adapter(DEPConfig(encoder_dim=D, llm_hidden=16, slots=2, features=mode))
     f = features(50)
     f["hist"] += 3.0  # a large common component
     a.fit_statistics(f)
@@ -233,14 +240,14 @@ def test_feature_statistics_normalise_filled_slots_only(mode):
 
 def test_dep_mean_ignores_the_users_features():
     torch.manual_seed(0)
-    a = build_adapter(AdapterConfig(encoder_dim=D, llm_hidden=16, slots=2, mean_features=True))
+    a = build_adapter(DEPConfig(encoder_dim=D, llm_hidden=16, slots=2, mean_features=True))
     a.fit_statistics(features(20))
     f1, f2 = features(3, seed=1), features(3, seed=2)
     with torch.no_grad():
         s1 = a(to_tensors(f1, range(3), "cpu"))[0]
         s2 = a(to_tensors(f2, range(3), "cpu"))[0]
     assert torch.equal(s1, s2)
-    full = build_adapter(AdapterConfig(encoder_dim=D, llm_hidden=16, slots=2))
+    full = build_adapter(DEPConfig(encoder_dim=D, llm_hidden=16, slots=2))
     with torch.no_grad():
         assert not torch.equal(
             full(to_tensors(f1, range(3), "cpu"))[0], full(to_tensors(f2, range(3), "cpu"))[0]
@@ -249,9 +256,7 @@ def test_dep_mean_ignores_the_users_features():
 
 @pytest.mark.parametrize("unit", ["slot", "sample"])
 def test_feature_dropout_replaces_filled_slots_by_the_mean_in_training_only(unit):
-    cfg = AdapterConfig(
-        encoder_dim=8, llm_hidden=16, slots=4, feature_dropout=0.5, dropout_unit=unit
-    )
+    cfg = DEPConfig(encoder_dim=8, llm_hidden=16, slots=4, feature_dropout=0.5, dropout_unit=unit)
     torch.manual_seed(0)
     a = build_adapter(cfg)
     f = {
@@ -274,7 +279,7 @@ def test_feature_dropout_replaces_filled_slots_by_the_mean_in_training_only(unit
 
 
 def test_residual_empty_slots_get_the_base_token_alone():
-    cfg = AdapterConfig(encoder_dim=8, llm_hidden=16, slots=2, residual=True)
+    cfg = DEPConfig(encoder_dim=8, llm_hidden=16, slots=2, residual=True)
     torch.manual_seed(0)
     a = build_adapter(cfg)
     for mlp in (a.align_mlp_his, a.align_mlp_diff):  # as if trained: a non-zero branch
@@ -316,3 +321,28 @@ def test_bfloat16_autocast_training_trains_every_parameter_and_repeats(tiny_lm, 
         out.append(load_file(str(tmp_path / f"t{i}" / "best" / "adapter.safetensors")))
     assert out[0].keys() == out[1].keys()
     assert all(torch.equal(out[0][k], out[1][k]) for k in out[0])
+
+
+def test_each_adapter_kind_has_its_own_config_class():
+    assert type(AdapterConfig.for_kind("dep", slots=3)) is DEPConfig
+    assert type(AdapterConfig.for_kind("constant", n_constant=4)) is ConstantConfig
+    with pytest.raises(TypeError):
+        AdapterConfig.for_kind("constant", slots=3)  # a DEP setting on the constant
+    with pytest.raises(TypeError):
+        AdapterConfig()  # the shared part alone
+    with pytest.raises(ValueError, match="unknown adapter kind"):
+        AdapterConfig.for_kind("lora")
+    # a config saved before the split (every kind's fields in one file) still loads
+    old = {"kind": "constant", "llm_hidden": 16, "slots": 8, "residual": False, "n_constant": 4}
+    c = AdapterConfig.from_dict(old)
+    assert type(c) is ConstantConfig and c.n_constant == 4 and not hasattr(c, "slots")
+    assert build_adapter(c).tokens.shape == (4, 16)
+    with pytest.raises(TypeError, match="DEPConfig"):
+        adapter_class("dep")(c)
+
+
+def test_saved_config_holds_only_its_kinds_settings(tmp_path):
+    save_adapter(build_adapter(ConstantConfig(llm_hidden=16, n_constant=4)), tmp_path)
+    saved = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert saved["n_constant"] == 4 and "slots" not in saved and "residual" not in saved
+    assert load_adapter(tmp_path).cfg == ConstantConfig(llm_hidden=16, n_constant=4)

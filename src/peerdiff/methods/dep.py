@@ -62,6 +62,7 @@ class DEP(SoftMethod):
     def adapter_settings(self) -> dict:
         d = self.cfg.dep
         return {
+            "slots": self.slots,
             "sae_hidden": d.sae_hidden,
             "rho": d.rho,
             "init": d.init,

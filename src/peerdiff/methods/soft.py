@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from peerdiff.backends.base import Message
 from peerdiff.config import RunConfig
+from peerdiff.config.sections import llm_identity
 from peerdiff.data.schema import Sample
 from peerdiff.methods.base import Call, Context, Prompts
 from peerdiff.model.adapters import AdapterConfig
@@ -48,12 +49,11 @@ class SoftMethod:
 
     def adapter_config(self, encoder_dim: int = 1, llm_hidden: int = 1) -> AdapterConfig:
         """The adapter's settings (sizes filled in from the encoder and the LLM)."""
-        return AdapterConfig(
-            kind=self.kind,
+        return AdapterConfig.for_kind(
+            self.kind,
             encoder_dim=encoder_dim,
             llm_hidden=llm_hidden,
-            slots=self.slots,
-            base_model=self.cfg.llm.model,
+            base_model=llm_identity(self.cfg.llm.model),
             **self.adapter_settings(),
             **self.spec,
         )

@@ -8,8 +8,9 @@
 - :class:`ConstantPrompt`: the same number of learned soft tokens with no user information;
   a control that separates "learned review style" from "learned this user".
 
-Each is registered under its ``kind`` (:func:`register_adapter`, as PEFT registers its
-methods) and says what it is (:class:`AdapterBase`: token groups, user features, how the
+Each is registered under its ``kind`` with its own config class (:func:`register_adapter`,
+as PEFT registers each method's model and config: :class:`DEPConfig`, :class:`PPlugConfig`,
+:class:`ConstantConfig`, all :class:`AdapterConfig`) and says what it is (:class:`AdapterBase`: token groups, user features, how the
 probe swaps them); nothing outside this module switches on ``kind``. All share one
 interface: ``forward(features) -> (soft (batch, n_tokens, hidden), aux_losses)`` and
 ``adapter_params()`` (what trains). Sizes derive from the encoder and LLM dimensions.
@@ -51,16 +52,14 @@ WEIGHTS_NAME = "adapter.safetensors"
 
 @dataclass
 class AdapterConfig:
-    kind: Literal["dep", "pplug", "constant"] = "dep"
+    """What every adapter records: its kind, its sizes and what it was trained on. Each
+    registered adapter has a subclass with its own settings (:class:`DEPConfig`,
+    :class:`PPlugConfig`, :class:`ConstantConfig`); :meth:`for_kind` and :meth:`from_dict`
+    pick it from ``kind``."""
+
+    kind: str = "dep"
     encoder_dim: int = 384
     llm_hidden: int = 576
-    slots: int = field(default=8, metadata={"help": "past reviews per sample (DEP)"})
-    use_history: bool = True
-    use_difference: bool = True
-    use_sae: bool = True
-    sae_hidden: int | None = field(default=None, metadata={"help": "default encoder_dim // 2"})
-    rho: float = 0.05
-    n_constant: int = field(default=16, metadata={"help": "tokens of the constant control"})
     base_model: str = field(default="default", metadata={"help": "the LLM these were trained on"})
     base_model_revision: str | None = field(
         default=None, metadata={"help": "commit or content hash of that LLM"}
@@ -70,6 +69,53 @@ class AdapterConfig:
     )
     encoder_key: str | None = field(default=None, metadata={"help": "encoder, pooling, max length"})
     init: Literal["reference", "torch"] = "reference"
+
+    def __post_init__(self) -> None:
+        if type(self) is AdapterConfig:
+            raise TypeError("AdapterConfig is the shared part; use AdapterConfig.for_kind(kind)")
+        if self.kind != config_class(self.kind).kind:
+            raise ValueError(f"{type(self).__name__} is not the config of kind {self.kind!r}")
+        if self.init not in ("reference", "torch"):
+            raise ValueError(f"adapter init {self.init!r} is not one of reference, torch")
+
+    @property
+    def groups(self) -> list[str]:
+        """Placeholder groups in prompt order: ``hist``/``diff`` (DEP), ``persona``, ``soft``."""
+        return adapter_class(self.kind).groups(self)
+
+    @property
+    def tokens_per_group(self) -> int:
+        return adapter_class(self.kind).tokens_per_group(self)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.tokens_per_group * len(self.groups)
+
+    @staticmethod
+    def for_kind(kind: str, **settings) -> AdapterConfig:
+        """The config of adapter ``kind`` (``TypeError`` for a setting that kind lacks)."""
+        return config_class(kind)(kind=kind, **settings)
+
+    @staticmethod
+    def from_dict(d: dict) -> AdapterConfig:
+        """From a saved ``adapter_config.json``: the class of its ``kind``; keys that class does
+        not know (another kind's, or from another version) are left."""
+        cls = config_class(d.get("kind", "dep"))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class DEPConfig(AdapterConfig):
+    """DEP: history and difference vectors -> SAE -> alignment MLPs (:class:`DEPAdapter`)."""
+
+    kind: str = "dep"
+    slots: int = field(default=8, metadata={"help": "past reviews per sample"})
+    use_history: bool = True
+    use_difference: bool = True
+    use_sae: bool = True
+    sae_hidden: int | None = field(default=None, metadata={"help": "default encoder_dim // 2"})
+    rho: float = 0.05
     features: Literal["raw", "center", "standardize"] = "raw"
     mean_features: bool = field(
         default=False, metadata={"help": "dep-mean: every filled slot gets the training mean"}
@@ -90,9 +136,9 @@ class AdapterConfig:
     )
 
     def __post_init__(self) -> None:
-        cls = adapter_class(self.kind)
-        if self.init not in ("reference", "torch"):
-            raise ValueError(f"adapter init {self.init!r} is not one of reference, torch")
+        super().__post_init__()
+        if not (self.use_history or self.use_difference):
+            raise ValueError("a DEP adapter needs use_history or use_difference")
         if self.features not in ("raw", "center", "standardize"):
             raise ValueError(f"adapter features {self.features!r}: raw, center or standardize")
         if not 0.0 <= self.feature_dropout < 1.0:
@@ -103,26 +149,27 @@ class AdapterConfig:
             raise ValueError(f"adapter dropout_unit {self.dropout_unit!r}: slot or sample")
         if self.sae_hidden is None:
             self.sae_hidden = max(1, self.encoder_dim // 2)
-        cls.check(self)
 
-    @property
-    def groups(self) -> list[str]:
-        """Placeholder groups in prompt order: ``hist``/``diff`` (DEP), ``persona``, ``soft``."""
-        return adapter_class(self.kind).groups(self)
 
-    @property
-    def tokens_per_group(self) -> int:
-        return adapter_class(self.kind).tokens_per_group(self)
+@dataclass
+class PPlugConfig(AdapterConfig):
+    """PPlug: one persona token from an input-aware attention over the history
+    (:class:`PPlugAdapter`); its sizes come from the encoder and the LLM alone."""
 
-    @property
-    def n_tokens(self) -> int:
-        return self.tokens_per_group * len(self.groups)
+    kind: str = "pplug"
 
-    @classmethod
-    def from_dict(cls, d: dict) -> AdapterConfig:
-        """From a saved ``adapter_config.json`` (keys this version does not know are left)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+
+@dataclass
+class ConstantConfig(AdapterConfig):
+    """The constant control: learned soft tokens with no user information."""
+
+    kind: str = "constant"
+    n_constant: int = field(default=16, metadata={"help": "tokens of the constant control"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_constant < 1:
+            raise ValueError(f"adapter n_constant must be >= 1, got {self.n_constant}")
 
 
 # ----------------------------------------------------------------------------- registry
@@ -130,11 +177,13 @@ class AdapterConfig:
 ADAPTERS: dict[str, type[AdapterBase]] = {}
 
 
-def register_adapter(kind: str):
-    """Class decorator: the adapter class of ``AdapterConfig.kind == kind``."""
+def register_adapter(kind: str, config: type[AdapterConfig]):
+    """Class decorator: the adapter class of ``kind`` and its config class (as PEFT registers
+    each method's model and config)."""
 
     def add(cls):
         cls.kind = kind
+        cls.config_class = config
         ADAPTERS[kind] = cls
         return cls
 
@@ -148,6 +197,10 @@ def adapter_class(kind: str) -> type[AdapterBase]:
         raise ValueError(f"unknown adapter kind {kind!r}; known: {sorted(ADAPTERS)}") from None
 
 
+def config_class(kind: str) -> type[AdapterConfig]:
+    return adapter_class(kind).config_class
+
+
 class AdapterBase(nn.Module):
     """What every registered adapter says about itself; the rest of the code asks this, never
     the ``kind`` string.
@@ -157,15 +210,14 @@ class AdapterBase(nn.Module):
     """
 
     kind: ClassVar[str]
+    config_class: ClassVar[type[AdapterConfig]]
     user_features: ClassVar[bool] = False  # reads per-user features (the swap probe applies)
 
     def __init__(self, cfg: AdapterConfig) -> None:
         super().__init__()
+        if not isinstance(cfg, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}")
         self.cfg = cfg
-
-    @classmethod
-    def check(cls, cfg: AdapterConfig) -> None:
-        """Refuse settings this adapter cannot build (``ValueError``)."""
 
     @classmethod
     def groups(cls, cfg: AdapterConfig) -> list[str]:
@@ -240,7 +292,7 @@ def decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-@register_adapter("dep")
+@register_adapter("dep", DEPConfig)
 class DEPAdapter(AdapterBase):
     """Features: ``hist, diff: (batch, slots, dim)``, ``mask: (batch, slots)``.
 
@@ -259,8 +311,9 @@ class DEPAdapter(AdapterBase):
     """
 
     user_features = True
+    cfg: DEPConfig
 
-    def __init__(self, cfg: AdapterConfig) -> None:
+    def __init__(self, cfg: DEPConfig) -> None:
         super().__init__(cfg)
         d, h, H = cfg.encoder_dim, cfg.sae_hidden, cfg.llm_hidden
         self.sae = SparseAutoEncoder(d, h, cfg.rho) if cfg.use_sae else None
@@ -281,24 +334,19 @@ class DEPAdapter(AdapterBase):
                     nn.init.zeros_(mlp[-1].bias)
 
     @classmethod
-    def check(cls, cfg: AdapterConfig) -> None:
-        if not (cfg.use_history or cfg.use_difference):
-            raise ValueError("a DEP adapter needs use_history or use_difference")
-
-    @classmethod
-    def groups(cls, cfg: AdapterConfig) -> list[str]:
+    def groups(cls, cfg: DEPConfig) -> list[str]:
         return [g for g, on in (("hist", cfg.use_history), ("diff", cfg.use_difference)) if on]
 
     @classmethod
-    def tokens_per_group(cls, cfg: AdapterConfig) -> int:
+    def tokens_per_group(cls, cfg: DEPConfig) -> int:
         return cfg.slots
 
     @classmethod
-    def draws_tokens(cls, cfg: AdapterConfig) -> bool:
+    def draws_tokens(cls, cfg: DEPConfig) -> bool:
         return cfg.residual
 
     @classmethod
-    def create(cls, cfg: AdapterConfig, init: torch.Tensor | None) -> DEPAdapter:
+    def create(cls, cfg: DEPConfig, init: torch.Tensor | None) -> DEPAdapter:
         adapter = cls(cfg)
         if init is not None and adapter.base is not None:
             G, n = len(cfg.groups), cfg.n_tokens
@@ -387,7 +435,7 @@ class DEPAdapter(AdapterBase):
         return soft, aux
 
 
-@register_adapter("pplug")
+@register_adapter("pplug", PPlugConfig)
 class PPlugAdapter(AdapterBase):
     """Features: ``hist: (batch, n, dim)``, ``mask: (batch, n)``, ``query: (batch, dim)``.
 
@@ -397,7 +445,7 @@ class PPlugAdapter(AdapterBase):
 
     user_features = True
 
-    def __init__(self, cfg: AdapterConfig) -> None:
+    def __init__(self, cfg: PPlugConfig) -> None:
         super().__init__(cfg)
         d = cfg.encoder_dim
         self.query_proj = nn.Linear(d, d, bias=False)
@@ -408,11 +456,11 @@ class PPlugAdapter(AdapterBase):
             reference_init(self.projector)
 
     @classmethod
-    def groups(cls, cfg: AdapterConfig) -> list[str]:
+    def groups(cls, cfg: PPlugConfig) -> list[str]:
         return ["persona"]
 
     @classmethod
-    def tokens_per_group(cls, cfg: AdapterConfig) -> int:
+    def tokens_per_group(cls, cfg: PPlugConfig) -> int:
         return 1
 
     @staticmethod
@@ -429,7 +477,7 @@ class PPlugAdapter(AdapterBase):
         return self.projector(persona).unsqueeze(1), {}
 
 
-@register_adapter("constant")
+@register_adapter("constant", ConstantConfig)
 class ConstantPrompt(AdapterBase):
     """``n_constant`` learned soft tokens, the same for every user.
 
@@ -438,26 +486,28 @@ class ConstantPrompt(AdapterBase):
             (never zeros: zero soft tokens gave NaN gradients with SmolLM2).
     """
 
-    def __init__(self, cfg: AdapterConfig, init: torch.Tensor | None = None) -> None:
+    cfg: ConstantConfig
+
+    def __init__(self, cfg: ConstantConfig, init: torch.Tensor | None = None) -> None:
         super().__init__(cfg)
         if init is None:
             init = torch.randn(cfg.n_constant, cfg.llm_hidden) * 0.02
         self.tokens = nn.Parameter(init.detach().clone().float())
 
     @classmethod
-    def groups(cls, cfg: AdapterConfig) -> list[str]:
+    def groups(cls, cfg: ConstantConfig) -> list[str]:
         return ["soft"]
 
     @classmethod
-    def tokens_per_group(cls, cfg: AdapterConfig) -> int:
+    def tokens_per_group(cls, cfg: ConstantConfig) -> int:
         return cfg.n_constant
 
     @classmethod
-    def draws_tokens(cls, cfg: AdapterConfig) -> bool:
+    def draws_tokens(cls, cfg: ConstantConfig) -> bool:
         return True
 
     @classmethod
-    def create(cls, cfg: AdapterConfig, init: torch.Tensor | None) -> ConstantPrompt:
+    def create(cls, cfg: ConstantConfig, init: torch.Tensor | None) -> ConstantPrompt:
         return cls(cfg, init)
 
     def adapter_params(self) -> list[nn.Parameter]:
