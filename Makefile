@@ -15,7 +15,7 @@ test: setup
 	$(VENV)/bin/python -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench scripts && $(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/ruff check src tests bench scripts examples && $(VENV)/bin/ruff format --check src tests bench scripts examples
 
 bench: setup
 	$(VENV)/bin/python bench/run_all.py

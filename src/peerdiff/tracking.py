@@ -64,7 +64,7 @@ class WandbLogger:
             dir=str(directory),
             config=config,
             mode=mode,
-            reinit=True,
+            reinit="finish_previous",  # one run per trained method, in turn
         )
 
     def scalars(self, step: int, **values: float) -> None:
