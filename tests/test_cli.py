@@ -170,3 +170,23 @@ def test_every_command_shows_examples_that_parse():
             args = parser.parse_args(words)
             assert args.command == name
             load_config(args.config, args.overrides)  # keys and values are valid
+
+
+def test_serve_takes_adapter_folders_per_method(monkeypatch, capsys):
+    """``--adapter METHOD=FOLDER`` (repeatable) reaches the service as ``{method: folder}``;
+    a malformed or repeated one is a one-line config error before anything loads."""
+    import peerdiff.serve.app
+
+    got = {}
+    monkeypatch.setattr(peerdiff.serve.app, "serve", lambda cfg, *a: got.update(args=a))
+    argv = ["serve", "--adapter", "dep=/tmp/dep adapter", "--adapter", "constant=me/const"]
+    assert main(argv) == 0
+    assert got["args"][-1] == {"dep": "/tmp/dep adapter", "constant": "me/const"}
+    for bad, why in (
+        (["--adapter", "dep"], "--adapter 'dep': expected METHOD=FOLDER"),
+        (["--adapter", "=x"], "--adapter '=x': expected METHOD=FOLDER"),
+        (["--adapter", "dep=a", "--adapter", "dep=b"], "--adapter dep=... given twice"),
+    ):
+        assert main(["serve", *bad]) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1

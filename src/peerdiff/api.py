@@ -6,6 +6,14 @@
         print(r.review(user_id="A1...", item_title="Kind of Blue", rating=5,
                        review_title="Timeless", method="dep"))
 
+With an adapter someone else trained (a pushed ``train/dep/best`` folder, or its Hub
+repository id), no training is needed: the data stages are computed in the config's run
+directory, and the folder is checked against the method first (base model, encoder, kind,
+placeholder groups and tokens)::
+
+    with peerdiff.Reviewer("configs/quick.yaml", adapters={"dep": "shared/dep-adapter"}) as r:
+        print(r.review(user_id="A1...", item_title="Kind of Blue", rating=5, method="dep"))
+
 The same code as ``peerdiff serve`` (methods, contexts and adapters built once; prompts from
 the same functions as ``peerdiff run``), without HTTP: it needs no web framework installed,
 and its refusals are the library's errors (:mod:`peerdiff.errors`).
@@ -13,6 +21,7 @@ and its refusals are the library's errors (:mod:`peerdiff.errors`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +31,24 @@ from peerdiff.errors import ConfigError, DependencyError
 
 class Reviewer:
     """Args:
-    config: a :class:`RunConfig` or a YAML path; ``overrides`` as on the command line."""
+    config: a :class:`RunConfig` or a YAML path; ``overrides`` as on the command line.
+    adapters: method -> adapter folder or Hub repository id, instead of the run's trained
+        adapter (``{"dep": "path/to/best"}``).
 
-    def __init__(self, config: RunConfig | str | Path, overrides: list[str] | None = None) -> None:
+    Raises:
+        ConfigError: an adapter that does not fit the method or the models under ``config``
+            (the message names the setting to change)."""
+
+    def __init__(
+        self,
+        config: RunConfig | str | Path,
+        overrides: list[str] | None = None,
+        adapters: Mapping[str, str | Path] | None = None,
+    ) -> None:
         from peerdiff.serve.service import Service
 
         cfg = config if isinstance(config, RunConfig) else load_config(config, overrides)
-        self.service = Service(cfg)
+        self.service = Service(cfg, adapters=adapters)
 
     def review(
         self,

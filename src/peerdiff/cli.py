@@ -105,12 +105,26 @@ def _export(cfg, args) -> int:
     return 0
 
 
+def _adapters(pairs: list[str] | None) -> dict[str, str]:
+    """``--adapter METHOD=FOLDER`` (repeatable) as ``{method: folder or repo id}``."""
+    out: dict[str, str] = {}
+    for p in pairs or []:
+        name, sep, where = p.partition("=")
+        if not (sep and name and where):
+            raise ConfigError(f"--adapter {p!r}: expected METHOD=FOLDER (or METHOD=user/repo)")
+        if name in out:
+            raise ConfigError(f"--adapter {name}=... given twice")
+        out[name] = where
+    return out
+
+
 def _serve(cfg, args) -> int:
     from peerdiff.serve import serve
 
+    adapters = _adapters(args.adapter)
     print(f"peerdiff serve: http://{args.host}:{args.port}/v1 (model {cfg.llm.model})")
     key = args.api_key if args.api_key is not None else os.environ.get("PEERDIFF_API_KEY")
-    serve(cfg, args.host, args.port, args.max_batch, key, args.max_prompt_tokens)
+    serve(cfg, args.host, args.port, args.max_batch, key, args.max_prompt_tokens, adapters)
     return 0
 
 
@@ -264,6 +278,15 @@ COMMANDS: dict[str, tuple[str, Callable, bool, list[tuple[tuple[str, ...], dict]
             (("--port",), {"type": int, "default": 8000}),
             (("--max-batch",), {"type": int, "default": 16, "help": "requests generated together"}),
             (
+                ("--adapter",),
+                {
+                    "action": "append",
+                    "metavar": "METHOD=FOLDER",
+                    "help": "serve METHOD with this adapter folder or Hub repository id (a "
+                    "pushed train/METHOD/best) instead of the run's own; repeatable",
+                },
+            ),
+            (
                 ("--api-key",),
                 {
                     "default": None,
@@ -350,6 +373,7 @@ EXAMPLES: dict[str, list[str]] = {
     "serve": [
         "peerdiff serve --config configs/quick.yaml --port 8000",
         "PEERDIFF_API_KEY=secret peerdiff serve --config quick --host 0.0.0.0",
+        "peerdiff serve --config quick run_dir=/tmp/mine --adapter dep=downloads/dep-adapter",
     ],
     "config": [
         "peerdiff config --config configs/quick.yaml --keys train",

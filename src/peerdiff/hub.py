@@ -4,6 +4,9 @@ A trained adapter's ``best/`` folder holds ``adapter.safetensors``, ``adapter_co
 (sizes, settings and the identity of the base LLM and encoder) and a generated ``README.md``
 model card. :func:`load_adapter` opens such a folder, or a Hub repository when online, and
 refuses an adapter whose base model or encoder differs from the ones it will run with.
+:func:`method_adapter` also checks it against a method of a run (kind, variant, placeholder
+groups and tokens), which is how ``peerdiff.Reviewer(cfg, adapters={"dep": folder})`` and
+``peerdiff serve --adapter dep=FOLDER`` generate with a folder from elsewhere.
 :func:`push` uploads the folder; offline it says so. Nothing here enables remote code.
 """
 
@@ -11,14 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from peerdiff import methods
 from peerdiff.config.sections import DEFAULT_LLM_ID, llm_identity
 from peerdiff.errors import BackendError, ConfigError
-from peerdiff.model.adapters import CONFIG_NAME, WEIGHTS_NAME, Adapter
+from peerdiff.model.adapters import CONFIG_NAME, WEIGHTS_NAME, Adapter, AdapterConfig
 from peerdiff.model.adapters import load_adapter as _load
+
+if TYPE_CHECKING:
+    from peerdiff.config import RunConfig
+
+log = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 
@@ -82,6 +92,13 @@ def load_adapter(
 ) -> Adapter:
     """An adapter from a folder or a Hub repository, checked against what it will run with.
 
+    The module maps a batch of user features to soft tokens (``adapter(features)[0]``:
+    ``(batch, n_tokens, hidden)``); the features, the prompt with its placeholders and the
+    LLM come from a run. To write reviews with a folder, give it to a run's configuration
+    instead: ``peerdiff.Reviewer(config, adapters={"dep": folder}).review(...)`` or
+    ``peerdiff serve --config ... --adapter dep=FOLDER`` (:func:`method_adapter` checks it
+    against the method; the user features are computed from the run's data and the request).
+
     Args:
         base_model, base_model_revision: the LLM it will run on (``None``: not checked).
         encoder: the sentence encoder that will embed its inputs (``None``: not checked).
@@ -90,19 +107,158 @@ def load_adapter(
         ConfigError: the adapter was trained on another base model, revision or encoder.
     """
     folder = resolve(path_or_repo)
-    cfg = json.loads((folder / CONFIG_NAME).read_text())
-    checks = (  # the default LLM's aliases and its Hub id name the same model
-        ("base model", llm_identity(base_model), llm_identity(cfg.get("base_model"))),
-        ("base model revision", base_model_revision, cfg.get("base_model_revision")),
-        ("encoder", encoder, cfg.get("encoder")),
+    differs = _identity(
+        json.loads((folder / CONFIG_NAME).read_text()), base_model, base_model_revision, encoder
     )
-    for what, want, have in checks:
-        if want is not None and have is not None and want != have:
-            raise ConfigError(
-                f"adapter {path_or_repo} was trained with {what} {have!r}, not {want!r}: "
-                "load it on top of the model it was trained on"
-            )
+    if differs:
+        what, have, want = differs
+        raise ConfigError(
+            f"adapter {path_or_repo} was trained with {what} {have!r}, not {want!r}: "
+            "load it on top of the model it was trained on"
+        )
     return _load(folder, device)
+
+
+def _identity(
+    saved: dict[str, Any],
+    base_model: str | None,
+    base_model_revision: str | None,
+    encoder: str | None,
+) -> tuple[str, str, str] | None:
+    """The first of base model, revision and encoder in which ``saved`` (an
+    ``adapter_config.json``) differs from the given ones: ``(what, saved, given)``; unknown
+    on either side is not a difference. The default LLM's and encoder's aliases name one
+    model each."""
+    from peerdiff.embed import DEFAULT_ENCODER_ALIASES
+
+    def enc(name: str | None) -> str | None:
+        return "default" if name in DEFAULT_ENCODER_ALIASES else name
+
+    checks = (
+        ("base model", llm_identity(saved.get("base_model")), llm_identity(base_model)),
+        ("base model revision", saved.get("base_model_revision"), base_model_revision),
+        ("encoder", enc(saved.get("encoder")), enc(encoder)),
+    )
+    for what, have, want in checks:
+        if want is not None and have is not None and want != have:
+            return what, have, want
+    return None
+
+
+def method_adapter(
+    path_or_repo: str | Path,
+    cfg: RunConfig,
+    method: str,
+    *,
+    llm_hidden: int | None = None,
+    llm_revision: str | None = None,
+    encoder: dict[str, Any] | None = None,
+    device: Any = "cpu",
+) -> Adapter:
+    """The adapter of a folder or Hub repository (a pushed ``train/<method>/best``) for
+    method ``method`` of the run ``cfg``, in place of the run's own trained adapter.
+
+    Checked before the weights load: the base model is ``cfg.llm.model`` (and the LLM's
+    hidden size ``llm_hidden``); for a method that reads review vectors, the encoder is the
+    embed stage's (``encoder``: its manifest's ``{"name", "key", "dim"}``); the adapter's
+    kind and variant (DEP's ablations and ``dep-mean``) are the method's; its placeholder
+    groups and tokens per group are those of the method's prompts under ``cfg``. Another
+    revision of the same base model (``llm_revision``) or encoder settings (its key) only
+    warn.
+
+    Raises:
+        ConfigError: one line naming the setting that differs and the override that fits
+            the adapter, or a method that has no adapter.
+        BackendError: a repository id that cannot be fetched.
+    """
+    spec = methods.get(method)
+    if not spec.soft:
+        raise ConfigError(f"method {method!r} has no adapter; soft-prompt methods: {_soft_names()}")
+    folder = resolve(path_or_repo)
+    saved = json.loads((folder / CONFIG_NAME).read_text())
+    where = f"adapter {path_or_repo}"
+    vectors = bool(spec.needs & {"vectors", "contrast"})
+    differs = _identity(
+        saved, cfg.llm.model, None, encoder["name"] if vectors and encoder else None
+    )
+    if differs:
+        what, have, want = differs
+        fix = f"llm.model={_llm_setting(saved)}" if what == "base model" else f"embed.model={have}"
+        raise ConfigError(
+            f"{where} was trained with {what} {have!r}, this config runs {want!r}: set {fix}"
+        )
+    try:
+        acfg = AdapterConfig.from_dict(saved)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    _check_method(acfg, methods.build(method, cfg), cfg, where)
+    if llm_hidden is not None and acfg.llm_hidden != llm_hidden:
+        raise ConfigError(
+            f"{where} makes soft tokens of size {acfg.llm_hidden}, the LLM {cfg.llm.model!r} "
+            f"has hidden size {llm_hidden}: set llm.model={_llm_setting(saved)}"
+        )
+    if vectors and encoder and acfg.encoder_dim != encoder["dim"]:
+        raise ConfigError(
+            f"{where} reads {acfg.encoder_dim}-d review vectors, the encoder "
+            f"{encoder['name']!r} makes {encoder['dim']}-d ones: set embed.model={acfg.encoder}"
+        )
+    for what, have, want in (
+        ("base model revision", acfg.base_model_revision, llm_revision),
+        ("encoder settings", acfg.encoder_key if vectors else None, (encoder or {}).get("key")),
+    ):
+        if have and want and have != want:
+            log.warning("%s was trained with %s %s, this run has %s", where, what, have, want)
+    return _load(folder, device)
+
+
+def _llm_setting(saved: dict[str, Any]) -> str:
+    """The ``llm.model`` value that loads an adapter's base model: ``default`` for the
+    packaged Q4_1 file (recorded by its Hub id and a ``gguf-sha256`` revision)."""
+    model = llm_identity(saved.get("base_model"))
+    gguf = str(saved.get("base_model_revision")).startswith("gguf-")
+    return "default" if model == DEFAULT_LLM_ID and gguf else str(model)
+
+
+def _soft_names() -> str:
+    return ", ".join(n for n in methods.names() if methods.get(n).soft)
+
+
+def _check_method(acfg: AdapterConfig, method: Any, cfg: RunConfig, where: str) -> None:
+    """Refuse an adapter that ``method`` (a built soft-prompt method) cannot place: another
+    kind, another variant of its kind (a flag of the method's spec, e.g. ``dep-nodiff``'s
+    ``use_difference=False``), other placeholder groups or tokens per group."""
+    name, want = method.name, method.adapter_config()
+    soft = [methods.build(n, cfg) for n in methods.names() if methods.get(n).soft]
+    if acfg.kind != want.kind:
+        fits = ", ".join(m.name for m in soft if m.kind == acfg.kind)
+        raise ConfigError(
+            f"{where} is a {acfg.kind!r} adapter, method {name!r} runs {want.kind!r} ones: "
+            f"give it to {fits or 'no method of this version'}"
+        )
+    same = [m for m in soft if m.kind == acfg.kind]
+    flags = sorted({k for m in same for k in m.spec})
+
+    def variant(c: AdapterConfig) -> dict[str, Any]:
+        return {k: getattr(c, k) for k in flags}
+
+    have, mine = variant(acfg), variant(want)
+    if have != mine:
+        fits = [m.name for m in same if variant(m.adapter_config()) == have]
+        diff = ", ".join(f"{k}={have[k]}" for k in flags if have[k] != mine[k])
+        owner = f"method {fits[0]!r}" if fits else "no method of this version"
+        fix = f"give it to {fits[0]!r}" if fits else "use the version it was trained with"
+        raise ConfigError(f"{where} is an adapter of {owner} ({diff}), not of {name!r}: {fix}")
+    if acfg.groups != want.groups or acfg.tokens_per_group != want.tokens_per_group:
+        fix = (
+            f"set {method.tokens_setting}={acfg.tokens_per_group}"
+            if method.tokens_setting and acfg.groups == want.groups
+            else "use the settings it was trained with"
+        )
+        raise ConfigError(
+            f"{where} has {acfg.tokens_per_group} soft tokens per group "
+            f"({'/'.join(acfg.groups)}), method {name!r} under this config "
+            f"{want.tokens_per_group} ({'/'.join(want.groups)}): {fix}"
+        )
 
 
 def model_card(run_dir: Path, method: str) -> str:
@@ -171,19 +327,45 @@ def model_card(run_dir: Path, method: str) -> str:
         llm = _llm_note(acfg)
         lines += ["## Results of this run", "", *results, "", f"{llm}.", ""]
     lines += [
+        *_use(acfg, method),
+    ]
+    return "\n".join(lines)
+
+
+def _use(acfg: dict[str, Any], method: str) -> list[str]:
+    """The card's ``Use`` section: reviews from this folder through a run's configuration
+    (its data, the base model and encoder the adapter was trained with)."""
+    who = (
+        'history=[{"item_title": "...", "rating": 4, "title": "...", "text": "..."}]'
+        if "known_user" not in methods.get(method).needs
+        else 'user_id="<a user of the prepared data>"'
+    )
+    over = [f"llm.model={_llm_setting(acfg)}"]
+    if acfg.get("encoder") and {"vectors", "contrast"} & methods.get(method).needs:
+        over.append(f"embed.model={acfg['encoder']}")
+    return [
         "## Use",
+        "",
+        f"Reviews from this folder (or repository), with a run configuration that has "
+        f"`{' '.join(over)}`; the data stages the method needs are computed in its run "
+        "directory, and the folder is checked against the method before it loads:",
         "",
         "```python",
         "import peerdiff",
         "",
-        f'adapter = peerdiff.load_adapter("<this folder or repo id>", base_model="{acfg.get("base_model")}")',
+        'folder = "<this folder or repo id>"',
+        f'with peerdiff.Reviewer("<config>", adapters={{"{method}": folder}}) as r:',
+        f"    print(r.review({who},",
+        f'                   item_title="Kind of Blue", rating=5, method="{method}"))',
+        "",
+        f'adapter = peerdiff.load_adapter(folder, base_model="{acfg.get("base_model")}")  '
+        "# the module alone: features -> soft tokens",
         "```",
         "",
-        "or serve it: `peerdiff serve --config <the run's config>` and ask `POST /v1/reviews` "
-        f'with `"method": "{method}"`.',
+        f"or serve it: `peerdiff serve --config <config> --adapter {method}=<this folder or "
+        f'repo id>` and ask `POST /v1/reviews` with `"method": "{method}"`.',
         "",
     ]
-    return "\n".join(lines)
 
 
 def _llm_note(acfg: dict[str, Any]) -> str:

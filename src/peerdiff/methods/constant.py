@@ -20,6 +20,7 @@ from peerdiff.methods.soft import STYLE_LABEL, SoftMethod, token_line_conversati
 class Constant(SoftMethod):
     kind = "constant"
     lr_section = "constant"
+    tokens_setting = "constant.tokens"
 
     def adapter_settings(self) -> dict:
         return {"n_constant": self.cfg.constant.tokens or 2 * self.slots}

@@ -58,6 +58,7 @@ REFERENCE_SYSTEM = (
 class DEP(SoftMethod):
     kind = "dep"
     lr_section = "dep"
+    tokens_setting = "contrast.max_slots"
 
     def adapter_settings(self) -> dict:
         d = self.cfg.dep

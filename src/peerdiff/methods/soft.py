@@ -40,6 +40,9 @@ class SoftMethod:
 
     kind = "constant"
     lr_section = "constant"
+    # the setting that decides the tokens per placeholder group (``None``: fixed by the
+    # kind); named when a shared adapter folder's count differs from the run's
+    tokens_setting: str | None = None
 
     def __init__(self, name: str, cfg: RunConfig, **spec) -> None:
         self.name = name

@@ -14,7 +14,8 @@ cannot change the answer, or refused with a 400 naming the field (:mod:`.schemas
 
 Everything heavy is built once at start-up (:class:`Service`): the data stages, the
 backends, every method, and for each soft-prompt method with an adapter trained under the
-current settings, its adapter and injector. One worker thread owns the model and does all
+current settings, or given as a folder or Hub repository (``--adapter dep=FOLDER``, checked
+against the method), its adapter and injector. One worker thread owns the model and does all
 tokenization and generation; requests reach it as typed jobs. Concurrent chat requests
 and one-call reviews are batched together as the backend allows (the local model: equal
 sampling settings, each row with its own budget and penalty; vLLM: any), up to

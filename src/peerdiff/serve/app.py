@@ -25,8 +25,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from peerdiff import __version__
@@ -548,8 +549,10 @@ def serve(
     max_batch: int = 16,
     api_key: str | None = None,
     max_prompt_tokens: int | None = None,
+    adapters: Mapping[str, str | Path] | None = None,
 ) -> None:
-    """Build the service, then run it until interrupted."""
+    """Build the service, then run it until interrupted; ``adapters`` as in
+    :class:`Service`."""
     import sys
 
     import uvicorn
@@ -558,6 +561,8 @@ def serve(
     if warning:
         print(warning, file=sys.stderr)
     app = create_app(
-        Service(cfg, max_batch=max_batch), api_key=api_key, max_prompt_tokens=max_prompt_tokens
+        Service(cfg, max_batch=max_batch, adapters=adapters),
+        api_key=api_key,
+        max_prompt_tokens=max_prompt_tokens,
     )
     uvicorn.run(app, host=host, port=port, log_level="warning")

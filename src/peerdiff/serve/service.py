@@ -8,8 +8,11 @@ Refusals are library errors (:mod:`peerdiff.errors`); the app maps them to statu
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peerdiff import methods, stages
@@ -17,20 +20,24 @@ from peerdiff.backends import Backends
 from peerdiff.backends.base import GenParams
 from peerdiff.config import RunConfig
 from peerdiff.data.schema import Item, Review, Sample
-from peerdiff.errors import BadRequestError, MissingStageError
+from peerdiff.errors import BadRequestError, ConfigError, MissingStageError
 from peerdiff.serve.worker import ChatJob, ChatResult, GenerationWorker
 
 if TYPE_CHECKING:
     from peerdiff.serve.schemas import ReviewRequest
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class SoftEntry:
-    """A soft-prompt method ready to serve: the method, its injector and adapter."""
+    """A soft-prompt method ready to serve: the method, its injector and adapter, and where
+    the adapter came from (the run's ``train/<method>/best`` or a given folder or repo)."""
 
     method: Any
     injector: Any
     adapter: Any
+    source: str = ""
 
 
 class Service:
@@ -41,6 +48,14 @@ class Service:
         backends: the run's backends (tests pass a tiny local model).
         max_batch: most conversations the worker generates together.
         max_wait: seconds a request waits for others to share its batch.
+        adapters: method -> an adapter folder or Hub repository id (a pushed
+            ``train/<method>/best``), used instead of the run's train stage; checked against
+            the method under ``cfg`` (:func:`peerdiff.hub.method_adapter`). The data stages
+            still come from ``cfg``'s run directory (computed when missing).
+
+    Raises:
+        ConfigError: an adapter that does not fit its method or the run's models (the
+            message names the setting), or a method without adapters.
     """
 
     def __init__(
@@ -49,28 +64,61 @@ class Service:
         backends: Backends | None = None,
         max_batch: int = 16,
         max_wait: float = 0.02,
+        adapters: Mapping[str, str | Path] | None = None,
     ) -> None:
+        given = dict(adapters or {})
+        for n in given:
+            if not methods.get(n).soft:  # ConfigError for an unknown name
+                raise ConfigError(
+                    f"method {n!r} has no adapter; adapters are for soft-prompt methods"
+                )
         self.cfg = cfg
         self.backends = backends or Backends(cfg)
         self.data = stages.data(cfg, list(methods.names()))
         self.bench = self.data.bench
         self.params = stages.gen_params(cfg)
         self.engine = self.backends.engine
-        self.worker = GenerationWorker(self.engine, max_batch, max_wait)
         self.methods = {n: methods.build(n, cfg) for n in methods.names()}
         self.soft: dict[str, SoftEntry] = {}
         self.unavailable: dict[str, str] = {}
         for n in methods.names():
             if not methods.get(n).soft:
                 continue
-            try:
-                st = stages.trained(cfg, n, self.data)
-            except MissingStageError as e:
-                self.unavailable[n] = str(e)
-                continue
+            st = None
+            if n not in given:
+                try:
+                    st = stages.trained(cfg, n, self.data)
+                except MissingStageError as e:
+                    self.unavailable[n] = (
+                        f"{e}; or use an adapter folder: `peerdiff serve --adapter {n}=FOLDER`, "
+                        f"Reviewer(..., adapters={{{n!r}: FOLDER}})"
+                    )
+                    continue
             ms = stages.MethodSplit(cfg, n, "test", self.data, self.backends, st, items=[])
-            ad = ms.load_adapter(self.backends.local.device)
-            self.soft[n] = SoftEntry(ms.method, ms.injector(), ad)
+            if n in given:
+                ad, source = self._given_adapter(n, given[n]), str(given[n])
+            else:
+                ad, source = ms.load_adapter(self.backends.local.device), str(st.path("best"))
+            self.soft[n] = SoftEntry(ms.method, ms.injector(), ad, source)
+            log.info("%s: adapter %s", n, source)
+        self.worker = GenerationWorker(self.engine, max_batch, max_wait)  # after the checks
+
+    def _given_adapter(self, name: str, path_or_repo: str | Path) -> Any:
+        """A folder's (or repository's) adapter for method ``name``, checked against this
+        run's LLM, encoder and method settings."""
+        from peerdiff.hub import method_adapter, model_revision
+
+        local = self.backends.local
+        emb = self.data.emb
+        return method_adapter(
+            path_or_repo,
+            self.cfg,
+            name,
+            llm_hidden=local.model.config.hidden_size,
+            llm_revision=model_revision(getattr(local, "path", None)),
+            encoder=emb.manifest()["encoder"] if emb is not None else None,
+            device=local.device,
+        )
 
     def context(self, name: str, bench) -> Any:
         """The method's context over ``bench`` (call on the worker: it counts tokens)."""
