@@ -83,3 +83,20 @@ def test_wandb_missing_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
     with pytest.raises(DependencyError, match=r"pip install peerdiff\[wandb\]"):
         make_logger(["wandb"], tmp_path, "n", {})
+
+
+def test_a_missing_logger_package_stops_the_run_before_any_stage(tmp_path, monkeypatch):
+    import importlib.util
+
+    from peerdiff.config import load_config
+    from peerdiff.errors import DependencyError
+    from peerdiff.runner import run
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "tensorboard" else real(n, *a)
+    )
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", "train.log_to=[tensorboard]"])
+    with pytest.raises(DependencyError, match=r"peerdiff\[tensorboard\]"):
+        run(cfg, ["constant"])
+    assert not (tmp_path / "run" / "prepare").exists()

@@ -324,8 +324,9 @@ COMMANDS: dict[str, tuple[str, Callable, bool, list[tuple[tuple[str, ...], dict]
                 ("--dry-run",),
                 {
                     "action": "store_true",
-                    "help": "build prompts for a few samples without any model: lengths, "
-                    "budgets, deviations",
+                    "help": "prompts for a few samples without the LLM: lengths, budgets, "
+                    "deviations (it writes the data stages -- prepare, embed with the "
+                    "sentence encoder, contrast -- into the run directory, as a run would)",
                 },
             )
         ],

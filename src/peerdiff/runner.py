@@ -101,6 +101,10 @@ def run(
         backends: already loaded backends (default: created from ``cfg``, loaded on use).
     """
     names = names or cfg.methods
+    if any(methods.get(n).soft for n in names):
+        from peerdiff.tracking import check_loggers
+
+        check_loggers(cfg.train.log_to)
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     t = Timings()
     with t("prepare"):

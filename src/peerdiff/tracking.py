@@ -87,6 +87,26 @@ class FanOut:
             lg.close()
 
 
+_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_loggers(kinds: list[str]) -> None:
+    """Raise before any work when a configured logger's package is missing (a run found out
+    at its first training stage, minutes in).
+
+    Raises:
+        DependencyError: names the extra to install.
+    """
+    import importlib.util
+
+    for k in kinds:
+        if k in _PACKAGES and importlib.util.find_spec(_PACKAGES[k]) is None:
+            raise DependencyError(
+                f"train.log_to: {k} needs `pip install peerdiff[{k}]` "
+                f"(or drop it: train.log_to=[])"
+            )
+
+
 def make_logger(
     kinds: list[str],
     directory: Path,
