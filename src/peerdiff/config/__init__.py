@@ -2,7 +2,8 @@
 
 Every experiment is one YAML file whose keys mirror :class:`RunConfig`. Unknown keys,
 wrong types and out-of-range values raise :class:`ConfigError` naming the key path
-(``data.protocol.min_text_chars``) and, when it came from a file, the file.
+(``data.protocol.min_text_chars``) and where it came from: the file, or the command-line
+override that set it (``override 'trian.epochs=1'``).
 
 The shipped job configs live in the package (``peerdiff/resources/configs/*.yaml``, in the
 wheel); a checkout's ``configs/`` is a link to that folder, so ``configs/quick.yaml`` names
@@ -12,6 +13,7 @@ the same file from the repository root, and :func:`load_config` finds it from an
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path, PurePath
@@ -85,16 +87,43 @@ __all__ = [
 
 @dataclass
 class RunConfig:
-    name: str = "run"
-    run_dir: str = "runs/{name}"
-    cache_dir: str = field(default_factory=default_cache_dir)
-    seed: int = 0
+    name: str = field(
+        default="run",
+        metadata={
+            "help": "run name: fills {name} in run_dir; names results-<name>.*, "
+            "timings-<name>.json and the training loggers' runs"
+        },
+    )
+    run_dir: str = field(
+        default="runs/{name}",
+        metadata={"help": "where the stages write their folders (prepare/, train/, ...)"},
+    )
+    cache_dir: str = field(
+        default_factory=default_cache_dir,
+        metadata={
+            "help": "shared by runs: dequantised GGUF models, encoder vectors, WordNet for "
+            "METEOR (default: $PEERDIFF_CACHE or ~/.cache/peerdiff)"
+        },
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "data.max_users draw, adapter init and training order, sampled "
+            "decoding, bootstrap resamples, probe donors and subsets"
+        },
+    )
     data: DataConfig = field(default_factory=DataConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
-    methods: list[str] = field(default_factory=lambda: ["nonperso", "rag"])
+    methods: list[str] = field(
+        default_factory=lambda: ["nonperso", "rag"],
+        metadata={
+            "help": "methods to run, in this order: nonperso, rag, pag, dpl, drp (prompts); "
+            "dep and its ablations (dep-*), pplug, constant (soft prompts)"
+        },
+    )
     rag: RagConfig = field(default_factory=RagConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     dep: DEPConfig = field(default_factory=DEPConfig)
@@ -224,7 +253,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         overrides: ``key.sub=value`` items (values are YAML).
 
     Raises:
-        ConfigError: unknown key, bad type or value; the message names the key and the file.
+        ConfigError: unknown key, bad type or value; the message names the key and the file,
+            or the override that set it.
     """
     raw: dict[str, Any] = {}
     where = "defaults"
@@ -255,12 +285,34 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{path}: invalid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    for item in overrides or []:
-        _apply_override(raw, item)
+    overrides = list(overrides or [])
+    merged = _with_overrides(raw, overrides)
     try:
-        return from_dict(RunConfig, raw)
+        return from_dict(RunConfig, merged)
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{_culprit(raw, overrides, str(e), where)}: {e}") from None
+
+
+def _with_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with the ``key.sub=value`` items applied in order."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        _apply_override(out, item)
+    return out
+
+
+def _culprit(raw: dict[str, Any], overrides: list[str], message: str, where: str) -> str:
+    """What a config error is reported against: ``where`` (the file) when the file's keys
+    alone give ``message``; else the override after which the file's keys and the overrides
+    so far first give it (``override 'trian.epochs=1'``). Only called on an error (the full
+    list gives ``message``), so the replays cost nothing on a valid config."""
+    for n in range(len(overrides)):
+        try:
+            from_dict(RunConfig, _with_overrides(raw, overrides[:n]))
+        except ConfigError as e:
+            if str(e) == message:
+                return where if n == 0 else f"override {overrides[n - 1]!r}"
+    return f"override {overrides[-1]!r}" if overrides else where
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:

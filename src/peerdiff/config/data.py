@@ -112,16 +112,46 @@ PRESETS: dict[str, Protocol] = {
 
 @dataclass
 class DataConfig:
-    source: Source = Source.amazon23
+    source: Source = field(
+        default=Source.amazon23,
+        metadata={
+            "help": "input format: amazon23, amazon2014, amazon2018, generic (JSONL files), "
+            "dpl (DPL-main), lamp (LaMP split files); docs/data.md"
+        },
+    )
     root: str = field(
         default_factory=default_data_root, metadata={"help": "base of relative paths"}
     )
-    reviews: str = "amazon-2023-schema-digital-music/Digital_Music.jsonl.gz"
-    items: str | None = "amazon-2023-schema-digital-music/meta_Digital_Music.jsonl.gz"
+    reviews: str = field(
+        default="amazon-2023-schema-digital-music/Digital_Music.jsonl.gz",
+        metadata={
+            "help": "reviews JSONL (.gz allowed); dpl: a saved DPL-main folder or "
+            "hub:<repo>; lamp: a folder of split files"
+        },
+    )
+    items: str | None = field(
+        default="amazon-2023-schema-digital-music/meta_Digital_Music.jsonl.gz",
+        metadata={
+            "help": "item metadata (titles, descriptions); dpl: DPL-meta; null: none; "
+            "lamp reads none"
+        },
+    )
     category: str | None = field(default=None, metadata={"help": "DPL-main config, e.g. Books"})
-    preset: str = "small"
+    preset: str = field(
+        default="small",
+        metadata={
+            "help": "protocol thresholds: paper (DPL's), small or medium; data.protocol.* "
+            "overrides one (dpl and lamp keep their own splits)"
+        },
+    )
     protocol: dict[str, Any] = field(default_factory=dict, metadata={"help": "preset overrides"})
-    on_bad_line: Literal["error", "skip"] = "error"
+    on_bad_line: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "a malformed input line: error stops prepare with file:line; skip drops "
+            "it and counts it in stats.json"
+        },
+    )
     max_users: int | None = field(default=None, metadata={"help": "keep this many users (seeded)"})
 
     def __post_init__(self) -> None:

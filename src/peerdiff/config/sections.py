@@ -30,9 +30,22 @@ def _device(value: str, key: str) -> None:
 @dataclass
 class EmbedConfig:
     model: str = field(default="default", metadata={"help": "default = all-MiniLM-L6-v2 package"})
-    max_length: int = 256
-    text: Literal["text", "title_text"] = "text"
-    device: str = "auto"
+    max_length: int = field(
+        default=256, metadata={"help": "encoder tokens per text; longer texts are cut"}
+    )
+    text: Literal["text", "title_text"] = field(
+        default="text",
+        metadata={
+            "help": "what a profile review's vector encodes: text (DEP) or title_text "
+            "('<title>. <text>')"
+        },
+    )
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "encoder device: auto (cuda, mps, cpu: the first there), cpu, cuda[:N], mps"
+        },
+    )
 
     def __post_init__(self) -> None:
         _positive(self, "embed", "max_length")
@@ -69,8 +82,20 @@ class LLMConfig:
             "faster, outputs depend on the batch)"
         },
     )
-    device: str = "auto"
-    threads: int | None = None
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "where the LLM trains, generates and scores: auto (cuda, mps, cpu: the "
+            "first there), cpu, cuda[:N], mps"
+        },
+    )
+    threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch CPU threads, set when a transformers LLM loads (whole process); "
+            "null: torch's default"
+        },
+    )
 
     def __post_init__(self) -> None:
         _device(self.device, "llm.device")
@@ -108,17 +133,37 @@ class PromptConfig:
 
 @dataclass
 class GenerateConfig:
-    max_new_tokens: int = 128
-    batch_size: int = 8
-    do_sample: bool = False
-    temperature: float = 0.8
-    top_p: float = 0.95
-    repetition_penalty: float = 1.0
+    max_new_tokens: int = field(
+        default=128,
+        metadata={"help": "review budget in tokens (+ reasoning_tokens if the generator thinks)"},
+    )
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "prompts per batch of a transformers LLM (generation, validation NLL); "
+            "vLLM and servers batch on their own"
+        },
+    )
+    do_sample: bool = field(
+        default=False, metadata={"help": "sample (temperature, top_p, seed); false: greedy"}
+    )
+    temperature: float = field(default=0.8, metadata={"help": "with do_sample"})
+    top_p: float = field(default=0.95, metadata={"help": "with do_sample: nucleus mass, (0, 1]"})
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata={
+            "help": "seen tokens' logits: positive / p, negative * p (CTRL); > 1 discourages "
+            "repeats; 1.0: off"
+        },
+    )
     penalty_scope: Literal["generated", "prompt"] = field(
         default="generated",
         metadata={"help": "tokens the repetition penalty covers: generated only, or + prompt"},
     )
-    splits: list[str] = field(default_factory=lambda: ["test"])
+    splits: list[str] = field(
+        default_factory=lambda: ["test"],
+        metadata={"help": "splits to generate and score: train, val, test"},
+    )
     max_samples: int | None = field(default=None, metadata={"help": "first N samples per split"})
 
     def __post_init__(self) -> None:
@@ -149,13 +194,19 @@ class RagConfig:
 
 @dataclass
 class EvalConfig:
-    bertscore: bool = True
+    bertscore: bool = field(
+        default=True,
+        metadata={"help": "BERTScore F1 (bertscore_model, no baseline rescaling); false: skip"},
+    )
     bertscore_model: str = field(default="default", metadata={"help": "default = local MiniLM"})
-    bertscore_layers: int | None = None
+    bertscore_layers: int | None = field(
+        default=None,
+        metadata={"help": "encoder layer whose token vectors BERTScore compares; null: the last"},
+    )
     bootstrap: int = field(default=1000, metadata={"help": "paired bootstrap resamples"})
     nll: bool = field(default=True, metadata={"help": "target NLL under each method's prompt"})
     nll_target_tokens: int = field(default=128, metadata={"help": "target tokens scored"})
-    nll_batch_size: int = 8
+    nll_batch_size: int = field(default=8, metadata={"help": "samples per NLL forward pass"})
     judge_max_tokens: int = field(
         default=64, metadata={"help": "judge answer budget (+ reasoning_tokens if it thinks)"}
     )
@@ -204,7 +255,9 @@ class DEPConfig:
     sae_hidden: int | None = field(default=None, metadata={"help": "default encoder dim // 2"})
     rho: float = field(default=0.05, metadata={"help": "SAE target mean activation"})
     recon_weight: float = field(default=100.0, metadata={"help": "loss = lm + w (recon + k kl)"})
-    kl_weight: float = 1e-3
+    kl_weight: float = field(
+        default=1e-3, metadata={"help": "k: weight of the SAE's KL sparsity term (toward rho)"}
+    )
     init: Literal["reference", "torch"] = field(
         default="reference",
         metadata={"help": "reference: N(0, 0.02) weights, zero biases (DEP code); torch: default"},
@@ -254,7 +307,13 @@ class PPlugConfig:
     """PPlug: one persona token from an input-aware attention over the user's history."""
 
     history: int = field(default=32, metadata={"help": "history vectors PPlug attends to"})
-    init: Literal["reference", "torch"] = "reference"
+    init: Literal["reference", "torch"] = field(
+        default="reference",
+        metadata={
+            "help": "projector MLP: reference = N(0, 0.02) weights, zero biases; torch: "
+            "PyTorch's default"
+        },
+    )
     lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
 
     def __post_init__(self) -> None:
@@ -283,13 +342,26 @@ class ConstantConfig:
 class TrainConfig:
     """Optimisation shared by every soft-prompt method (learning rates: per method section)."""
 
-    epochs: int = 5
-    lr: float = 1e-5
-    batch_size: int = 1
-    grad_accum: int = 16
+    epochs: int = field(
+        default=5, metadata={"help": "passes over the train samples; select_by picks the best"}
+    )
+    lr: float = field(
+        default=1e-5,
+        metadata={"help": "AdamW peak learning rate; dep/pplug/constant.lr override it"},
+    )
+    batch_size: int = field(default=1, metadata={"help": "train samples per forward/backward"})
+    grad_accum: int = field(
+        default=16,
+        metadata={"help": "batches per optimizer step (effective batch: batch_size * this)"},
+    )
     weight_decay: float = field(default=0.025, metadata={"help": "on weight matrices only"})
-    warmup_ratio: float = 0.01
-    max_grad_norm: float = 1.0
+    warmup_ratio: float = field(
+        default=0.01,
+        metadata={"help": "share of optimizer steps in linear warm-up; then linear decay to 0"},
+    )
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "adapter gradients clipped to this total norm per step"}
+    )
     max_target_tokens: int = field(default=128, metadata={"help": "target review, truncated"})
     samples_per_user: int | None = field(
         default=None, metadata={"help": "latest N train samples per user (DEP code: 1)"}
@@ -350,7 +422,10 @@ class ProbeConfig:
     """``peerdiff probe``: the user-swap test of soft-prompt methods."""
 
     donors: int = field(default=8, metadata={"help": "other users whose features replace own"})
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    splits: list[str] = field(
+        default_factory=lambda: ["train", "test"],
+        metadata={"help": "splits probed: train, val, test (peerdiff probe --split overrides)"},
+    )
     max_samples: int | None = field(
         default=None, metadata={"help": "a seeded random subset of N samples per split"}
     )
@@ -366,7 +441,13 @@ class ProbeConfig:
 class BackendConfig:
     """One LLM endpoint: the in-process transformers model or an OpenAI-compatible server."""
 
-    type: Literal["hf", "openai"] = "hf"
+    type: Literal["hf", "openai"] = field(
+        default="hf",
+        metadata={
+            "help": "hf: a transformers model in this process; openai: an OpenAI-compatible "
+            "server (base_url)"
+        },
+    )
     model: str | None = field(
         default=None, metadata={"help": "hf: default llm.model; openai: the server's model name"}
     )
@@ -402,10 +483,24 @@ class BackendConfig:
 class RolesConfig:
     """Which backend does each job (names from ``backends``); how the extractor is scaled."""
 
-    extractor: str = "local"
-    validator: str = "local"
-    summarizer: str = "local"
-    generator: str = "local"
+    extractor: str = field(
+        default="local",
+        metadata={"help": "backend that extracts differences from peers' reviews (dpl, drp)"},
+    )
+    validator: str = field(
+        default="local", metadata={"help": "backend that checks extracted differences (drp)"}
+    )
+    summarizer: str = field(
+        default="local",
+        metadata={"help": "backend that writes the profile summary (pag, dpl, drp)"},
+    )
+    generator: str = field(
+        default="local",
+        metadata={
+            "help": "backend that writes the reviews of prompt methods (soft-prompt methods: "
+            "always the llm section's model)"
+        },
+    )
     judge: str | None = field(default=None, metadata={"help": "LLM-judge metric; off if null"})
 
 
@@ -417,9 +512,16 @@ class PipelineConfig:
     n_peers: int = field(default=4, metadata={"help": "K representative peers (KMeans K+1)"})
     min_peers: int = field(default=4, metadata={"help": "items need this many other reviewers"})
     past_reviews: int = field(default=4, metadata={"help": "BM25 past reviews shown"})
-    extract_max_tokens: int = 256
-    validate_max_tokens: int = 256
-    summary_max_tokens: int = 160
+    extract_max_tokens: int = field(
+        default=256, metadata={"help": "extractor answer budget (+ reasoning_tokens if it thinks)"}
+    )
+    validate_max_tokens: int = field(
+        default=256, metadata={"help": "validator answer budget (+ reasoning_tokens if it thinks)"}
+    )
+    summary_max_tokens: int = field(
+        default=160,
+        metadata={"help": "summarizer answer budget (+ reasoning_tokens if it thinks)"},
+    )
     max_review_chars: int | None = field(
         default=400, metadata={"help": "each review in extraction (null: whole)"}
     )
