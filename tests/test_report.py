@@ -306,6 +306,40 @@ def test_results_table_as_latex(tmp_path):
     assert "on the test split" in (tmp_path / "results-one.tex").read_text()
 
 
+def test_results_json_names_the_llm_and_the_metric_scales(tmp_path):
+    """results-<name>.json: still a list of the evaluated rows, each with the LLM (the
+    Markdown table's `LLM: ...` line) and the metrics' labels (BLEU is on 0-100); the CSV
+    keeps its columns."""
+    import csv
+
+    from peerdiff.tables import write_results
+
+    scores = dict.fromkeys(metrics.METRICS, 0.25) | {"bleu": 3.5, "nll": 3.9}
+    rows = [
+        {"method": m, "split": "test", "n": 9, "scores": dict(scores), "notes": []}
+        for m in ("nonperso", "dep")
+    ]
+    before = json.dumps(rows)
+    write_results(tmp_path, rows, "r", note="LLM: org/m")
+    assert json.dumps(rows) == before  # the caller's rows are left as they were
+    out = json.loads((tmp_path / "results-r.json").read_text())
+    assert [r["method"] for r in out] == ["nonperso", "dep"]
+    for r, given in zip(out, rows):
+        assert {k: r[k] for k in given} == given
+        assert r["llm"] == "org/m"
+        assert r["labels"]["bleu"] == "BLEU (0-100)" and r["scores"]["bleu"] == 3.5
+        assert r["labels"] == {m: metrics.LABELS[m] for m in (*metrics.METRICS, "nll")}
+    assert "\nLLM: org/m\n" in (tmp_path / "results-r.md").read_text()
+    with open(tmp_path / "results-r.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header == ["method", "split", "n", *metrics.METRICS, "nll", "generation_seconds"]
+    write_results(tmp_path, rows, "bare")  # no note: the field is there, empty
+    assert [r["llm"] for r in json.loads((tmp_path / "results-bare.json").read_text())] == [
+        None,
+        None,
+    ]
+
+
 def test_latex_escape():
     from peerdiff.tables import latex_escape
 

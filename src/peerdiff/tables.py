@@ -134,15 +134,26 @@ def config_table(keys: list[Any], title: str = "config") -> Table:
     return t
 
 
+def results_json(rows: list[dict[str, Any]], note: str | None = None) -> list[dict[str, Any]]:
+    """The rows of ``results-<name>.json``: each as evaluated, plus ``labels`` (each metric's
+    name as the tables print it, with its scale: ``"bleu": "BLEU (0-100)"``) and ``llm``
+    (``note``, :func:`llm_note`, without its ``LLM: ``; ``None`` without a note). Still a
+    list of rows, as the file always was."""
+    labels = {m: LABELS[m] for m in shown_metrics(rows)}
+    llm = note.removeprefix("LLM: ") if note else None
+    return [{**r, "labels": labels, "llm": llm} for r in rows]
+
+
 def write_results(
     run_dir: Path, rows: list[dict[str, Any]], name: str, note: str | None = None
 ) -> None:
     """``results-<name>.{json,csv,md,tex}`` in the run directory; ``note`` (:func:`llm_note`)
-    goes under the Markdown table and into the LaTeX table's caption."""
+    goes under the Markdown table, into the LaTeX table's caption and into each JSON row
+    (:func:`results_json`)."""
     from peerdiff.report import markdown_table
 
     metrics = shown_metrics(rows)
-    write_json(run_dir / f"results-{name}.json", rows)
+    write_json(run_dir / f"results-{name}.json", results_json(rows, note))
     with atomic_path(run_dir / f"results-{name}.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "split", "n", *metrics, "generation_seconds"])
