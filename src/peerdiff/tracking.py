@@ -102,8 +102,7 @@ def check_loggers(kinds: list[str]) -> None:
     for k in kinds:
         if k in _PACKAGES and importlib.util.find_spec(_PACKAGES[k]) is None:
             raise DependencyError(
-                f"train.log_to: {k} needs `pip install peerdiff[{k}]` "
-                f"(or drop it: train.log_to=[])"
+                f"train.log_to: {k} needs `pip install peerdiff[{k}]` (or drop it: train.log_to=[])"
             )
 
 
