@@ -87,4 +87,4 @@ def test_source_fingerprint_hashes_a_file_only_when_it_may_have_changed(tmp_path
     assert stage_mod.source_fingerprint(f, first) == first and not calls  # unchanged: reused
     os.utime(f, ns=(1, first["mtime_ns"] + 10**9))
     again = stage_mod.source_fingerprint(f, first)
-    assert len(calls) == 1 and again["sha256"] == first["sha256"]  # touched: same content
+    assert len(calls) == 1 and again["digest"] == first["digest"]  # touched: same content

@@ -43,17 +43,20 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 def source_fingerprint(path: str | Path, known: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Identity of an input file by its content: ``{"sha256", "size", "mtime_ns"}``.
+    """Identity of an input file by its content: ``{"digest", "path", "size", "mtime_ns"}``.
 
-    Only ``sha256`` goes into keys, so a copy, a move or a re-provisioned file with a fresh
-    modification time recomputes nothing, and a changed content always does. ``known`` (what
-    a stage recorded for this file before): its hash is reused while the size and the
-    modification time still match, so an unchanged large file is not read again.
+    Only ``digest`` (:func:`file_digest`) goes into keys, so a copy, a move or a
+    re-provisioned file with a fresh modification time recomputes nothing, and a changed
+    content always does. ``known`` (what a stage recorded before): its digest is reused while
+    the path, size and modification time still match, so an unchanged large file is not
+    read again.
     """
-    st = os.stat(path)
-    if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns:
+    p = str(Path(path).resolve())
+    st = os.stat(p)
+    now = {"path": p, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if known and known.get("digest") and all(known.get(k) == v for k, v in now.items()):
         return dict(known)
-    return {"sha256": file_digest(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"digest": file_digest(p), **now}
 
 
 def _umask() -> int:

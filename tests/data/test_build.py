@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -250,11 +251,21 @@ def test_rerun_skips_and_threshold_change_reuses_ingest(tmp_path, monkeypatch):
     assert st2.path("samples.parquet").exists() and first
 
 
+def _counting(fingerprint, hashed):
+    """``source_fingerprint`` that notes each file it had to read."""
+
+    def wrapped(path, known=None):
+        out = fingerprint(path, known)
+        if out is not known and out != known:
+            hashed.append(path)
+        return out
+
+    return wrapped
+
+
 def test_inputs_are_known_by_content_not_by_path_or_time(tmp_path, monkeypatch):
     """A re-provisioned data folder (fresh modification times) or a copy elsewhere keeps
     every key; a changed content recomputes."""
-    import shutil
-
     (tmp_path / "a").mkdir()
     _synthetic(tmp_path / "a")
     st = prepare(_cfg(tmp_path / "a").data, tmp_path / "run")
@@ -271,6 +282,10 @@ def test_inputs_are_known_by_content_not_by_path_or_time(tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "read_reviews", boom)
     assert prepare(_cfg(tmp_path / "a").data, tmp_path / "run").key() == key
     assert prepare(_cfg(tmp_path / "b").data, tmp_path / "run").key() == key
+    digests = []
+    monkeypatch.setattr(prep, "source_fingerprint", _counting(prep.source_fingerprint, digests))
+    prepare(_cfg(tmp_path / "b").data, tmp_path / "run")  # the copy's identity was recorded
+    assert digests == []
     monkeypatch.setattr(prep, "read_reviews", real_read)
     with open(tmp_path / "b" / "reviews.jsonl", "a") as f:
         f.write("\n")  # same reviews, other bytes: read again
@@ -357,11 +372,21 @@ def test_dpl_main_layout(tmp_path):
             "data.category=Books",
         ],
     )
-    b = Benchmark(prepare(cfg.data, tmp_path / "run").dir)
+    st = prepare(cfg.data, tmp_path / "run")
+    b = Benchmark(st.dir)
     assert len(b) == 5  # reviews shared across splits are stored once
     test = b.samples("test")[0]
     assert [b.texts[r] for r in test.profile] == ["one", "two", "three", "four"]
     assert b.item("e").title == "Item e"
+    # the saved dataset folders are known by their files' content
+    key = st.key()
+    assert any(k.startswith("reviews/Books/") for k in st.manifest()["sources"])
+    meta.save_to_disk(str(tmp_path / "DPL-meta" / "Books"))  # the same dataset, written again
+    assert prepare(cfg.data, tmp_path / "run").key() == key
+    meta.map(lambda r: {"title": r["title"] + "!"}).save_to_disk(str(tmp_path / "DPL-meta2"))
+    shutil.rmtree(tmp_path / "DPL-meta" / "Books")
+    shutil.move(tmp_path / "DPL-meta2", tmp_path / "DPL-meta" / "Books")
+    assert prepare(cfg.data, tmp_path / "run").key() != key
 
 
 def test_protocol_validation():

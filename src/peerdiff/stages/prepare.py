@@ -26,14 +26,37 @@ OUTPUTS = ["reviews.parquet", "items.parquet", "samples.parquet", "stats.json"]
 
 
 def _sources(stage: Stage, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Content identity of each input (:func:`source_fingerprint`), reusing the hashes the
-    stage recorded last time for files whose size and modification time are unchanged."""
+    """Content identity of each input (:func:`source_fingerprint`), reusing the digests the
+    stage recorded last time for files whose path, size and modification time are
+    unchanged."""
     known = (stage.manifest() or {}).get("sources") or {}
     return {k: source_fingerprint(p, known.get(k)) for k, p in files.items()}
 
 
 def _digests(sources: dict[str, dict[str, Any]]) -> dict[str, str]:
-    return {k: v["sha256"] for k, v in sources.items()}
+    return {k: v["digest"] for k, v in sources.items()}
+
+
+def _files(path: Path | None, name: str) -> dict[str, Path]:
+    """The files of an input, by name: the file itself, or every file under a folder (a
+    ``datasets`` folder, a LaMP folder); nothing for a path that is not there (a hub name)."""
+    if path is None or not path.exists():
+        return {}
+    if path.is_file():
+        return {name: path}
+    return {f"{name}/{p.relative_to(path)}": p for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def _is_done(stage: Stage, key: str, sources: dict[str, dict[str, Any]], force: bool) -> bool:
+    """``stage.is_done(key)``; a finished stage whose inputs were touched, copied or moved
+    (same digests, new path or times) records their new identity, so the next call reads
+    nothing again."""
+    if force or not stage.is_done(key):
+        return False
+    m = stage.manifest() or {}
+    if m.get("sources") != sources:
+        write_json(stage.manifest_path, {**m, "sources": sources})
+    return True
 
 
 def prepare(cfg: RunConfig) -> Stage:
@@ -56,18 +79,21 @@ def prepare_benchmark(data: DataConfig, run_dir: Path, seed: int = 0, force: boo
         files = sorted(p for p in root.rglob("*") if p.is_file())
         sources = _sources(stage, {str(p.relative_to(root)): p for p in files})
         key = fingerprint(FORMAT, _digests(sources), data.max_users)
-        if force or not stage.is_done(key):
+        if not _is_done(stage, key, sources, force):
             stats = prepare_lamp(root, stage.dir, data.max_users)
             write_json(stage.path("stats.json"), stats)
             stage.finish(key, {"data": _cfg(data)}, OUTPUTS, stats=stats, sources=sources)
         return stage
     if data.source == Source.dpl:
-        inputs = {"reviews": data.path(data.reviews), "items": data.path(data.items)}
-        sources = _sources(stage, {k: p for k, p in inputs.items() if p and Path(p).is_file()})
+        inputs = {
+            **_files(data.path(data.reviews), "reviews"),
+            **_files(data.path(data.items), "items"),
+        }
+        sources = _sources(stage, inputs)
         key = fingerprint(
             "dpl", data.reviews, data.items, _digests(sources), data.category, data.max_users, seed
         )
-        if force or not stage.is_done(key):
+        if not _is_done(stage, key, sources, force):
             from peerdiff.data.dpl import prepare_dpl
 
             stats = prepare_dpl(data, stage.dir, seed)
@@ -83,12 +109,12 @@ def prepare_benchmark(data: DataConfig, run_dir: Path, seed: int = 0, force: boo
     raw_key = fingerprint(
         "ingest",
         data.source.value,
-        sources["reviews"]["sha256"],
-        sources["items"]["sha256"] if items else None,
+        sources["reviews"]["digest"],
+        sources["items"]["digest"] if items else None,
         protocol.normalize_whitespace,
         data.on_bad_line,
     )
-    if force or not raw.is_done(raw_key):
+    if not _is_done(raw, raw_key, sources, force):
         raw.dir.mkdir(parents=True, exist_ok=True)
         for stale in [*raw.dir.glob(".*.tmp"), *raw.dir.glob("*.columnar")]:  # a killed ingest
             stale.unlink(missing_ok=True)
