@@ -117,8 +117,14 @@ def test_hub_ids_offline_and_push_offline_say_so(trained, monkeypatch):
 
     cfg, _ = trained
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(BackendError, match="cannot fetch adapter 'someone/dep-adapter'"):
+    with pytest.raises(BackendError, match="adapter 'someone/dep-adapter' cannot be fetched"):
         peerdiff.load_adapter("someone/dep-adapter")
+    # a mistyped local folder is not sent to the Hub
+    (cfg.run_path / "downloads").mkdir(exist_ok=True)
+    monkeypatch.chdir(cfg.run_path)
+    for local in ("downloads/dep-adaptr", "./dep-adapter", str(cfg.run_path / "nope")):
+        with pytest.raises(ConfigError, match="adapter not found: no folder /"):
+            peerdiff.load_adapter(local)
     with pytest.raises(BackendError, match=r"offline .HF_HUB_OFFLINE=1.: nothing pushed"):
         push(cfg.run_path, "dep", "someone/dep-adapter")
     with pytest.raises(ConfigError, match="no trained adapter"):

@@ -169,3 +169,12 @@ def test_the_paper_main_config_dry_runs_offline(tmp_path, capsys):
     assert "missing (data): reviews file not found" in printed
     assert "deviations from the published profile: none" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dry-run-paper-main.json"]
+
+
+def test_a_subset_run_is_compared_and_says_it_is_a_subset():
+    full = _report("dep")
+    subset = {**full, "splits": {"test-n10": full["splits"]["test"]}}
+    s = published.beside(subset, _config())
+    assert s["rows"][0]["source"] == "this run"
+    assert "this run: the first 10 test samples (published: the whole split)" in s["differences"]
+    assert not any("the first" in d for d in published.beside(full, _config())["differences"])

@@ -85,9 +85,17 @@ def test_wandb_missing_names_the_extra(monkeypatch, tmp_path):
         make_logger(["wandb"], tmp_path, "n", {})
 
 
-def test_a_missing_logger_package_stops_the_run_before_any_stage(tmp_path, monkeypatch):
+def test_a_missing_logger_package_stops_a_run_before_any_method(
+    tmp_path, monkeypatch, synthetic_root, tiny_encoder_dir
+):
+    """Checked once the data stages are there, before any method generates or trains; a run
+    whose adapters are all trained needs no logger."""
+    import importlib
     import importlib.util
 
+    from helpers import synthetic_overrides
+
+    from peerdiff import stages
     from peerdiff.config import load_config
     from peerdiff.errors import DependencyError
     from peerdiff.runner import run
@@ -96,7 +104,20 @@ def test_a_missing_logger_package_stops_the_run_before_any_stage(tmp_path, monke
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda n, *a: None if n == "tensorboard" else real(n, *a)
     )
-    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", "train.log_to=[tensorboard]"])
+    cfg = load_config(
+        None,
+        [
+            *synthetic_overrides(synthetic_root, tmp_path / "run"),
+            f"embed.model={tiny_encoder_dir}",
+            "methods=[nonperso,constant]",
+            "train.log_to=[tensorboard]",
+        ],
+    )
     with pytest.raises(DependencyError, match=r"peerdiff\[tensorboard\]"):
-        run(cfg, ["constant"])
-    assert not (tmp_path / "run" / "prepare").exists()
+        run(cfg)
+    assert not (tmp_path / "run" / "generate").exists()  # Non-Perso did not start
+    data = stages.data(cfg, ["constant"])
+    monkeypatch.setattr(
+        importlib.import_module("peerdiff.stage").Stage, "is_done", lambda s, k: True
+    )
+    stages.check_loggers_for(cfg, ["nonperso", "constant"], data)  # all trained: no error

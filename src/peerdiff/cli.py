@@ -144,6 +144,7 @@ def _train(cfg, args) -> int:
     from peerdiff import methods, stages
 
     names, data, backends = _methods(cfg, args)
+    stages.check_loggers_for(cfg, names, data)
     for n in [n for n in names if methods.get(n).soft]:
         st = stages.train(cfg, n, data, backends)
         man = st.manifest()

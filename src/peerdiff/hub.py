@@ -70,16 +70,21 @@ def resolve(path_or_repo: str | Path) -> Path:
             raise ConfigError(f"{p} is not an adapter folder (no {CONFIG_NAME})")
         return p
     repo = str(path_or_repo)
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
-        raise ConfigError(f"adapter not found: {repo} is neither a folder nor a Hub repository id")
+    looks_local = repo.startswith((".", "/", "~")) or (p.parent.is_dir() and p.parent != Path())
+    if looks_local or not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
+        raise ConfigError(
+            f"adapter not found: no folder {p.expanduser().resolve()}"
+            + ("" if looks_local else f", and {repo!r} is not a Hub repository id")
+        )
     try:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(repo, allow_patterns=[WEIGHTS_NAME, CONFIG_NAME, CARD_NAME]))
     except Exception as e:  # offline, unreachable, unknown repo
         raise BackendError(
-            f"cannot fetch adapter {repo!r} from the Hugging Face Hub ({type(e).__name__}: "
-            f"{e}); offline, download it elsewhere and pass its folder"
+            f"no folder {p.resolve()}, and adapter {repo!r} cannot be fetched from the Hugging "
+            f"Face Hub ({type(e).__name__}: {e}); offline, download it elsewhere and pass its "
+            "folder"
         ) from e
 
 

@@ -147,11 +147,15 @@ def targeted(config: Mapping[str, Any]) -> list[Published]:
 
 
 def differences(
-    config: Mapping[str, Any], rows: list[Published], deviations: Sequence[str] = ()
+    config: Mapping[str, Any],
+    rows: list[Published],
+    deviations: Sequence[str] = (),
+    subset: int | None = None,
 ) -> list[str]:
     """How the run's protocol differs from the rows': each paper's protocol as published,
     then what this run does differently. ``deviations``: the run's differences from the
-    published profile (:func:`peerdiff.paper.deviations`)."""
+    published profile (:func:`peerdiff.paper.deviations`); ``subset``: the number of test
+    samples the compared scores cover when they are a subset run's."""
     out = []
     for paper in dict.fromkeys(p.cite for p in rows):
         first = next(p for p in rows if p.cite == paper)
@@ -174,13 +178,11 @@ def differences(
             "this run: DEP is trained on this category's train split only (published: one "
             "adapter on all three categories)"
         )
-    data, gen = config.get("data") or {}, config.get("generate") or {}
+    data = config.get("data") or {}
     if data.get("max_users"):
         out.append(f"this run: a subsample of {data['max_users']} users (published: every user)")
-    if gen.get("max_samples"):
-        out.append(
-            f"this run: the first {gen['max_samples']} test samples (published: the whole split)"
-        )
+    if subset:
+        out.append(f"this run: the first {subset} test samples (published: the whole split)")
     if "judge_72b" in shown:
         judge = (config.get("roles") or {}).get("judge")
         model = _role_model(config, "judge") if judge else None
@@ -204,9 +206,13 @@ def beside(report: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[
     if config is None:
         return None
     rows = targeted(config)
-    test = (report.get("splits") or {}).get("test")
+    splits = report.get("splits") or {}
+    # the full test split, else a subset run's (``test-n10``: generate.max_samples=10)
+    name = "test" if "test" in splits else next((s for s in splits if s.startswith("test-n")), None)
+    test = splits.get(name) if name else None
     if not rows or not test:
         return None
+    subset = int(name.removeprefix("test-n")) if name != "test" else None
     measured = {r["method"]: r for r in test["rows"]}
     metrics = [m for m in LABELS if any(m in p.scores for p in rows)]
     table = []
@@ -240,7 +246,7 @@ def beside(report: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[
         f"generator: {_role_model(config, 'generator')}",
         "metrics": metrics,
         "rows": table,
-        "differences": differences(config, rows, report.get("deviations") or []),
+        "differences": differences(config, rows, report.get("deviations") or [], subset),
     }
 
 

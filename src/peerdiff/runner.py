@@ -101,10 +101,6 @@ def run(
         backends: already loaded backends (default: created from ``cfg``, loaded on use).
     """
     names = names or cfg.methods
-    if any(methods.get(n).soft for n in names):
-        from peerdiff.tracking import check_loggers
-
-        check_loggers(cfg.train.log_to)
     cfg.run_path.mkdir(parents=True, exist_ok=True)
     t = Timings()
     with t("prepare"):
@@ -116,6 +112,7 @@ def run(
     print_stats(read_json(prep.path("stats.json")))
     with t("embed + contrast"):
         data = stages.data(cfg, names, prep)
+    stages.check_loggers_for(cfg, names, data)  # before a method generates for minutes
     backends = backends or Backends(cfg)
     rows, probes = [], []
     for name in names:

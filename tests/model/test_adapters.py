@@ -332,6 +332,8 @@ def test_each_adapter_kind_has_its_own_config_class():
         AdapterConfig()  # the shared part alone
     with pytest.raises(ValueError, match="unknown adapter kind"):
         AdapterConfig.for_kind("lora")
+    with pytest.raises(ValueError, match="DEPConfig is not the config of kind 'constant'"):
+        DEPConfig(kind="constant")
     # a config saved before the split (every kind's fields in one file) still loads
     old = {"kind": "constant", "llm_hidden": 16, "slots": 8, "residual": False, "n_constant": 4}
     c = AdapterConfig.from_dict(old)

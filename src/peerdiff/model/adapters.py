@@ -73,7 +73,7 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         if type(self) is AdapterConfig:
             raise TypeError("AdapterConfig is the shared part; use AdapterConfig.for_kind(kind)")
-        if self.kind != config_class(self.kind).kind:
+        if type(self) is not config_class(self.kind):
             raise ValueError(f"{type(self).__name__} is not the config of kind {self.kind!r}")
         if self.init not in ("reference", "torch"):
             raise ValueError(f"adapter init {self.init!r} is not one of reference, torch")

@@ -36,11 +36,12 @@ from peerdiff.stages.generate import generate
 from peerdiff.stages.likelihood import likelihood
 from peerdiff.stages.prepare import prepare
 from peerdiff.stages.probe import probe
-from peerdiff.stages.train import train, trained
+from peerdiff.stages.train import check_loggers_for, train, trained
 
 __all__ = [
     "Data",
     "MethodSplit",
+    "check_loggers_for",
     "contrast",
     "data",
     "embed",

@@ -83,6 +83,25 @@ def train_key(cfg: RunConfig, name: str, data: Data) -> str:
     )
 
 
+def check_loggers_for(cfg: RunConfig, names: list[str], data: Data) -> None:
+    """Before any method trains: the packages of ``train.log_to`` are installed, when one of
+    ``names`` still has training to do (a run that only reads its adapters needs none).
+
+    Raises:
+        DependencyError: names the extra to install.
+    """
+    from peerdiff.tracking import check_loggers
+
+    todo = [
+        n
+        for n in names
+        if methods.get(n).soft
+        and not Stage(cfg.run_path / "train", n).is_done(train_key(cfg, n, data))
+    ]
+    if todo:
+        check_loggers(cfg.train.log_to)
+
+
 def trained(cfg: RunConfig, name: str, data: Data) -> Stage:
     """The train stage of ``name`` when it finished under the current settings.
 
