@@ -321,3 +321,19 @@ def test_the_card_says_how_to_write_reviews_with_the_folder(trained):
     assert "`llm.model=tiny embed.model=" in card
     const = (trained[0].run_path / "train" / "constant" / "best" / "README.md").read_text()
     assert "history=[" in const and "embed.model=" not in const  # no known user, no vectors
+
+
+def test_a_card_lists_only_scores_of_the_adapter_it_describes(tmp_path):
+    """A full evaluation by an adapter that a later subset run retrained over is not shown
+    (it was: the full split came first)."""
+    from peerdiff.hub import _results
+
+    (tmp_path / "train" / "dep").mkdir(parents=True)
+    (tmp_path / "train" / "dep" / "manifest.json").write_text(json.dumps({"key": "new"}))
+    for split, key, n in (("test", "old", 87), ("test-n10", "new", 10)):
+        d = tmp_path / "evaluate" / f"dep-{split}"
+        d.mkdir(parents=True)
+        summary = {"method": "dep", "split": split, "n": n, "scores": {"rouge1": 0.2}}
+        summary.update(adapter_key=key, **({"max_samples": 10} if n == 10 else {}))
+        (d / "summary.json").write_text(json.dumps(summary))
+    assert [line.split(":")[0] for line in _results(tmp_path, "dep")] == ["- test-n10 (n=10)"]

@@ -475,3 +475,16 @@ def test_probe_figure_has_few_x_ticks(tmp_path, figures):
     assert len(ax.get_xticks()) <= 6  # nine crowded labels overlapped before
     assert "higher is better" in ax.get_xlabel()
     assert ax.get_yticklabels()[0].get_text().startswith("dep (test)\nn=10")
+
+
+def test_a_subset_run_beside_the_full_run_keeps_the_full_figures_names(tmp_path):
+    fake_eval(tmp_path, "dep", [0.2, 0.3, 0.25])
+    fake_eval(tmp_path, "rag", [0.1, 0.2, 0.3])
+    fake_eval(tmp_path, "dep", [0.2, 0.3], split="test-n2")
+    fake_eval(tmp_path, "rag", [0.1, 0.2], split="test-n2")
+    fake_eval(tmp_path, "nonperso", [0.1, 0.1], split="train-n2")  # without the reference
+    out = write_report(tmp_path, reference="dep", n_boot=20)
+    assert (out / "metrics.png").exists() and (out / "paired.png").exists()
+    assert (out / "metrics-test-n2.png").exists() and not (out / "metrics-test.png").exists()
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(report["splits"]) == ["test", "test-n2"]  # train-n2 has no dep: left out

@@ -9,6 +9,8 @@ written above the points; every panel says which direction is better."""
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,17 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, split: str | None = None, n_splits: int = 1) -> None:
-    """Write ``fig`` atomically as PNG (``<stem>-<split>.png`` when a report has several
-    splits) and close it."""
-    if split is not None and n_splits > 1:
+def _subset(split: str) -> bool:
+    """A subset run's split (``test-n10``: ``generate.max_samples=10``)."""
+    return re.fullmatch(r"\w+-n\d+", split) is not None
+
+
+def _save(fig, path: Path, split: str | None = None, splits: Iterable[str] = ()) -> None:
+    """Write ``fig`` atomically as PNG and close it: ``<stem>-<split>.png`` for a subset
+    run's split, and for every split when the report has several full ones; a full split
+    alone keeps ``<stem>.png`` whatever subsets sit beside it."""
+    full = [s for s in splits if not _subset(s)]
+    if split is not None and (_subset(split) or len(full) > 1):
         path = path.with_name(f"{path.stem}-{split}.png")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, format="png", bbox_inches="tight")
@@ -165,7 +174,7 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
         _key(fig, spare, [(RED, f"{s['reference']} (the reference)"), (BLUE, "other methods")])
         fig.tight_layout()
         plt.subplots_adjust(hspace=0.55)
-        _save(fig, path, split, len(report["splits"]))
+        _save(fig, path, split, report["splits"])
 
 
 def plot_paired(report: dict[str, Any], path: Path) -> None:
@@ -215,7 +224,7 @@ def plot_paired(report: dict[str, Any], path: Path) -> None:
         )
         fig.tight_layout()
         plt.subplots_adjust(hspace=0.6)
-        _save(fig, path, split, len(report["splits"]))
+        _save(fig, path, split, report["splits"])
 
 
 def plot_gains(report: dict[str, Any], path: Path) -> None:
@@ -253,7 +262,7 @@ def plot_gains(report: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
-        _save(fig, path, split, len(splits))
+        _save(fig, path, split, splits)
 
 
 def plot_probe(probes: list[dict[str, Any]], path: Path) -> None:

@@ -260,6 +260,12 @@ def build_report(
     for split, methods in groups.items():
         names = [m.method for m in methods]
         ref_name = reference or ("dep" if "dep" in names else names[0])
+        if (
+            ref_name not in names
+            and "-n" in split
+            and any(reference in [m.method for m in g] for g in groups.values())
+        ):
+            continue  # a subset run's split without the reference: the full split has it
         if ref_name not in names:
             from peerdiff.errors import ConfigError
 

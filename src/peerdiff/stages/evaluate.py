@@ -89,6 +89,7 @@ def evaluate(
         "scores": sc.corpus,
         "notes": sc.notes,
         "generation_seconds": (gen.manifest() or {}).get("seconds"),
+        **{k: v for k, v in (gen.manifest() or {}).items() if k == "adapter_key"},
     }
     write_json(stage.path("summary.json"), summary)
     stage.finish(key, {"evaluate": asdict(e)}, ["scores.parquet", "summary.json"], summary=summary)

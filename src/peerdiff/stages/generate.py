@@ -85,6 +85,8 @@ def generate(
     if scored:  # lines kept from an interrupted run bring their sums; others: apart
         scored = all(r.get("nll_key") == plan.key and "nll_sum" in r for r in recs)
     extra: dict[str, Any] = {}
+    if ms.soft:  # which trained adapter wrote these (model cards list only its scores)
+        extra["adapter_key"] = adapter.key()
     if len(ms.spec.roles) > 1:
         extra = {
             "method_stats": P.stats,
