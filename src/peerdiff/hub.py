@@ -378,9 +378,7 @@ def _llm_note(acfg: dict[str, Any]) -> str:
     ``gguf-sha256`` revision) says that it is dequantised."""
     from peerdiff.tables import llm_note
 
-    model = llm_identity(acfg.get("base_model"))
-    if model == DEFAULT_LLM_ID and str(acfg.get("base_model_revision")).startswith("gguf-"):
-        model = "default"
+    model = _llm_setting(acfg) if acfg.get("base_model") is not None else None
     return llm_note({"llm": {"model": model}})
 
 
