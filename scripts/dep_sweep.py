@@ -136,10 +136,34 @@ MEDIUM: dict[str, list[str]] = {
     # every method was still improving at epoch 2 (validation NLL -0.014 to -0.02 per epoch)
     "res-drop0.1-4ep": ["dep.feature_dropout=0.1", "train.epochs=4"],
     "res-drop0.1-4ep-seed1": ["dep.feature_dropout=0.1", "train.epochs=4", "seed=1"],
+    # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
+    "lowcap-pool-4ep": ["dep.feature_dropout=0.1", "train.epochs=4", "dep.pool_slots=true"],
+    "lowcap-pool-r64-4ep": [
+        "dep.feature_dropout=0.1",
+        "train.epochs=4",
+        "dep.pool_slots=true",
+        "dep.branch_rank=64",
+    ],
+    "lowcap-blr-4ep": [
+        "dep.feature_dropout=0.1",
+        "train.epochs=4",
+        "dep.branch_lr=3e-4",
+        "dep.branch_weight_decay=0.1",
+    ],
+}
+# The constant control's own tuning (issue 22, item 3): `--round constant-medium --method
+# constant --no-probe`; each row's epoch is chosen by validation NLL, as DEP's is.
+CONSTANT_MEDIUM: dict[str, list[str]] = {
+    "const-2ep": [],
+    "const-4ep": ["train.epochs=4"],
+    "const-6ep": ["train.epochs=6"],
+    "const-lr3e-3-4ep": ["constant.lr=3e-3", "train.epochs=4"],
+    "const-lr1e-4-4ep": ["constant.lr=1e-4", "train.epochs=4"],
 }
 ROUNDS = {
     "quick": ("configs/quick.yaml", COMMON, SETTINGS),
     "medium": ("configs/evidence-medium.yaml", MEDIUM_COMMON, MEDIUM),
+    "constant-medium": ("configs/evidence-medium.yaml", MEDIUM_COMMON, CONSTANT_MEDIUM),
 }
 
 
@@ -183,7 +207,8 @@ def run_setting(name: str, overrides: list[str], args, local) -> dict:
     method = args.method
     t0 = time.time()
     data = stages.data(cfg, [method])
-    reuse_trained(cfg, method, data, [root, Path("runs")])
+    roots = [root, Path("runs"), *sorted(Path("runs").glob("sweep*"))]
+    reuse_trained(cfg, method, data, roots)
     adapter = stages.train(cfg, method, data, backends)
     man = adapter.manifest()
     nll = stages.likelihood(cfg, method, "test", data, backends, adapter)
@@ -206,7 +231,7 @@ def run_setting(name: str, overrides: list[str], args, local) -> dict:
     if args.controls:
         for ctrl in ("constant", "dep-mean"):
             cdata = stages.data(cfg, [ctrl])
-            reuse_trained(cfg, ctrl, cdata, [root, Path("runs")])
+            reuse_trained(cfg, ctrl, cdata, roots)
             cad = stages.train(cfg, ctrl, cdata, backends)
             row[f"train_seconds_{ctrl}"] = cad.manifest()["seconds"]
             cid, cnll = nll_per_sample(stages.likelihood(cfg, ctrl, "test", cdata, backends, cad))
@@ -228,7 +253,33 @@ def fmt_ci(x: dict | None, key="diff") -> str:
     return f"{x[key]:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
+def write_constant_table(rows: list[dict], out: Path, round_: str) -> None:
+    """The constant's tuning: validation NLL of each epoch, the selected one, test NLL."""
+    body = [
+        [
+            r["name"],
+            " ".join(r["overrides"]) or "(common settings)",
+            " / ".join(f"{-e['val_score']:.4f}" for e in r["epochs"]),
+            str(r["best_epoch"]),
+            f"{r['nll']:.4f}",
+            f"{r['train_seconds']:.0f}",
+        ]
+        for r in rows
+    ]
+    head = ["setting", "overrides", "validation NLL by epoch", "selected", "test NLL", "train s"]
+    config, common, _ = ROUNDS[round_]
+    out.with_suffix(".md").write_text(
+        "# The constant control's tuning\n\n"
+        f"Common settings: `{' '.join(common)}` on `{config}` (SmolLM2-135M-Instruct, Q4_1 "
+        "GGUF dequantised to float32, 2 CPU cores). The epoch is chosen by validation NLL "
+        "(24 validation samples); test NLL over the 315 test samples, nats per target token."
+        "\n\n" + markdown_table(head, body)
+    )
+
+
 def write_table(rows: list[dict], out: Path, round_: str = "quick") -> None:
+    if round_ == "constant-medium":
+        return write_constant_table(rows, out, round_)
     body = []
     for r in rows:
         body.append(

@@ -31,7 +31,13 @@ import torch
 from tqdm import tqdm
 
 from peerdiff.config import TrainConfig
-from peerdiff.model.adapters import Adapter, decay_groups, load_adapter, save_adapter, to_tensors
+from peerdiff.model.adapters import (
+    Adapter,
+    apply_group_settings,
+    load_adapter,
+    save_adapter,
+    to_tensors,
+)
 from peerdiff.model.inject import Injector
 from peerdiff.model.lm import Example, collate, grad_free_prefix, lm_loss
 from peerdiff.stage import read_json, write_json
@@ -88,6 +94,8 @@ class Trainer:
         out_dir: checkpoints, logs, ``best/``.
         key: identity of data + settings; a directory made under another key starts over.
         recon_weight, kl_weight: weights of the SAE's loss terms.
+        group_settings: a named parameter group's own ``lr`` / ``weight_decay``
+            (:meth:`~peerdiff.model.adapters.AdapterBase.param_groups`), e.g. DEP's branch.
         prefix_cache: run the prompt part before the first soft token without gradients.
     """
 
@@ -105,6 +113,7 @@ class Trainer:
         seed: int = 0,
         recon_weight: float = 100.0,
         kl_weight: float = 1e-3,
+        group_settings: dict[str, dict] | None = None,
         prefix_cache: bool = True,
         name: str = "adapter",
         log_config: dict[str, Any] | None = None,
@@ -120,6 +129,7 @@ class Trainer:
         self.seed = seed
         self.recon_weight = recon_weight
         self.kl_weight = kl_weight
+        self.group_settings = group_settings or {}
         self.prefix_cache = prefix_cache
         self.name = name
         self.log_config = log_config or {}
@@ -205,7 +215,11 @@ class Trainer:
         rank, world = (acc.process_index, acc.num_processes) if acc else (0, 1)
         self.dir.mkdir(parents=True, exist_ok=True)
         state = self._state()
-        opt = torch.optim.AdamW(decay_groups(self.adapter, cfg.weight_decay), lr=self.lr)
+        groups = self.adapter.param_groups(cfg.weight_decay)
+        opt = torch.optim.AdamW(
+            apply_group_settings(groups, self.group_settings, self.lr, cfg.weight_decay),
+            lr=self.lr,
+        )
         per_epoch = math.ceil(n_examples / (cfg.batch_size * cfg.grad_accum * world))
         batches = math.ceil(math.ceil(n_examples / cfg.batch_size) / world)
         total = max(1, per_epoch * cfg.epochs)

@@ -13,6 +13,7 @@ from peerdiff.model.adapters import (
     ConstantConfig,
     DEPConfig,
     adapter_class,
+    apply_group_settings,
     build_adapter,
     decay_groups,
     load_adapter,
@@ -348,3 +349,46 @@ def test_saved_config_holds_only_its_kinds_settings(tmp_path):
     saved = json.loads((tmp_path / "adapter_config.json").read_text())
     assert saved["n_constant"] == 4 and "slots" not in saved and "residual" not in saved
     assert load_adapter(tmp_path).cfg == ConstantConfig(llm_hidden=16, n_constant=4)
+
+
+def test_a_lower_capacity_branch_starts_at_the_constant_and_pools_filled_slots():
+    """``branch_rank`` narrows the MLPs; ``pool_slots`` gives every filled slot of a group the
+    same branch output, read from the group's filled slots in any order; a fresh residual
+    adapter is its base tokens exactly."""
+    kw = {"encoder_dim": 8, "llm_hidden": 16, "slots": 3, "residual": True}
+    torch.manual_seed(0)
+    full = build_adapter(DEPConfig(**kw))
+    torch.manual_seed(0)
+    a = build_adapter(DEPConfig(**kw, branch_rank=4, pool_slots=True))
+    assert a.align_mlp_his[0].out_features == 4 and a.align_mlp_his[2].in_features == 4
+    assert sum(p.numel() for p in a.parameters()) < sum(p.numel() for p in full.parameters())
+    f = {"hist": torch.randn(2, 3, 8), "diff": torch.randn(2, 3, 8)}
+    f["mask"] = torch.tensor([[True, True, False], [True, True, True]])
+    a.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(a(f)[0], a.base.expand(2, -1, -1), rtol=0, atol=0)
+        for mlp in (a.align_mlp_his, a.align_mlp_diff):  # as if trained
+            torch.nn.init.normal_(mlp[-1].weight)
+        soft = a(f)[0] - a.base  # outputs: his_0..2, diff_0..2
+        torch.testing.assert_close(soft[0, 0], soft[0, 1])  # filled slots share one output
+        assert torch.equal(soft[0, 2], torch.zeros(16)) and torch.equal(soft[0, 5], torch.zeros(16))
+        assert not torch.allclose(soft[0, 0], soft[0, 3])  # history and difference differ
+        g = {k: v[:, [1, 0, 2]] for k, v in f.items()}  # the filled slots swapped
+        torch.testing.assert_close(a(g)[0][0], a(f)[0][0])
+
+
+def test_the_user_branch_gets_its_own_rate_and_weight_decay():
+    a = build_adapter(DEPConfig(encoder_dim=8, llm_hidden=16, slots=2, residual=True))
+    groups = apply_group_settings(
+        a.param_groups(0.01), {"branch": {"lr": 1e-4, "weight_decay": 0.2}}, 1e-3, 0.01
+    )
+    by = {(g["name"], g["weight_decay"]): g for g in groups}
+    assert set(by) == {("branch", 0.2), ("branch", 0.0), ("base", 0.0)}
+    assert by[("base", 0.0)]["lr"] == 1e-3 and by[("base", 0.0)]["params"] == [a.base]
+    assert by[("branch", 0.2)]["lr"] == by[("branch", 0.0)]["lr"] == 1e-4
+    assert all(p.ndim == 2 for p in by[("branch", 0.2)]["params"])  # matrices only
+    n = sum(p.numel() for g in groups for p in g["params"])
+    assert n == sum(p.numel() for p in a.parameters())
+    # unset: the method's rate and train.weight_decay, as before the option existed
+    plain = apply_group_settings(a.param_groups(0.01), {}, 1e-3, 0.01)
+    assert {(g["lr"], g["weight_decay"]) for g in plain} == {(1e-3, 0.01), (1e-3, 0.0)}

@@ -152,6 +152,28 @@ def test_an_adapter_setting_retrains_only_that_method(base):
     }
 
 
+@pytest.mark.parametrize(
+    "override",
+    [
+        "dep.pool_slots=true",
+        "dep.branch_rank=4",
+        "dep.branch_lr=0.05",
+        "dep.branch_weight_decay=0.3",
+    ],
+)
+def test_a_user_branch_setting_retrains_dep_only(base, override):
+    """The lower-capacity branch options (issue 22) reach DEP's key; at their defaults they
+    are left out of it, so adapters trained before they existed are not retrained."""
+    go, before = base
+    assert changed(before, go(override)) == {
+        "train/dep",
+        "generate/dep-test-n4",
+        "nll/dep-test-n4",
+        "evaluate/dep-test-n4",
+        "probe/dep-test",
+    }
+
+
 def _hashes(run_dir, name):
     import json
 

@@ -283,9 +283,37 @@ class DEPConfig:
     dropout_unit: Literal["slot", "sample"] = field(
         default="slot", metadata={"help": "feature_dropout per slot or for a whole sample"}
     )
+    branch_rank: int | None = field(
+        default=None,
+        metadata={
+            "help": "user branch: the alignment MLPs' hidden width r (outputs in an "
+            "r-dimensional subspace); null: the LLM's hidden size, as DEP"
+        },
+    )
+    pool_slots: bool = field(
+        default=False,
+        metadata={
+            "help": "user branch: average each group's filled slots before the MLP; its one "
+            "output goes to every filled slot"
+        },
+    )
+    branch_lr: float | None = field(
+        default=None, metadata={"help": "the user branch's (SAE + MLPs) rate; null: dep.lr"}
+    )
+    branch_weight_decay: float | None = field(
+        default=None,
+        metadata={"help": "the user branch's matrices' weight decay; null: train.weight_decay"},
+    )
     lr: float | None = field(default=None, metadata={"help": "default: train.lr"})
 
     def __post_init__(self) -> None:
+        for k in ("branch_rank", "branch_lr"):
+            if getattr(self, k) is not None:
+                _positive(self, "dep", k)
+        if self.branch_weight_decay is not None and self.branch_weight_decay < 0:
+            raise ConfigError(
+                f"dep.branch_weight_decay must be >= 0, got {self.branch_weight_decay}"
+            )
         if not 0.0 <= self.feature_dropout < 1.0:
             raise ConfigError(f"dep.feature_dropout must be in [0, 1), got {self.feature_dropout}")
         if self.dropout_unit not in ("slot", "sample"):

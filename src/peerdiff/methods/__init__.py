@@ -75,8 +75,20 @@ def _section(cfg: RunConfig, name: str) -> dict[str, Any]:
     return d
 
 
+# settings added after runs were made: at their defaults they leave those runs' keys as they were
+_DEP_LATER = {
+    "branch_rank": None,
+    "pool_slots": False,
+    "branch_lr": None,
+    "branch_weight_decay": None,
+}
+
+
 def _dep_settings(cfg: RunConfig) -> dict[str, Any]:
     d = _section(cfg, "dep")
+    for k, default in _DEP_LATER.items():
+        if d[k] == default:
+            d.pop(k)
     if d["layout"] == "tokens":  # text-layout settings do not reach the prompt
         for k in ("text_reviews", "max_review_chars", "compact", "max_prompt_tokens"):
             d.pop(k)

@@ -71,7 +71,13 @@ class DEP(SoftMethod):
             "residual": d.residual,
             "feature_dropout": d.feature_dropout,
             "dropout_unit": d.dropout_unit,
+            "branch_rank": d.branch_rank,
+            "pool_slots": d.pool_slots,
         }
+
+    def group_settings(self) -> dict[str, dict]:
+        d = self.cfg.dep
+        return {"branch": {"lr": d.branch_lr, "weight_decay": d.branch_weight_decay}}
 
     def loss_weights(self) -> dict[str, float]:
         return {"recon_weight": self.cfg.dep.recon_weight, "kl_weight": self.cfg.dep.kl_weight}

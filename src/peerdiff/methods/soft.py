@@ -73,6 +73,10 @@ class SoftMethod:
         """This method's learning rate (its section's ``lr``, else ``train.lr``)."""
         return getattr(self.cfg, self.lr_section).lr or self.cfg.train.lr
 
+    def group_settings(self) -> dict[str, dict]:
+        """Named parameter groups' own ``lr`` / ``weight_decay`` (None: the method's)."""
+        return {}
+
     def loss_weights(self) -> dict[str, float]:
         """Weights of the adapter's auxiliary losses (``recon_weight``, ``kl_weight``)."""
         return {"recon_weight": 0.0, "kl_weight": 0.0}

@@ -134,9 +134,19 @@ class DEPConfig(AdapterConfig):
     dropout_unit: Literal["slot", "sample"] = field(
         default="slot", metadata={"help": "feature_dropout per slot or per whole sample"}
     )
+    branch_rank: int | None = field(
+        default=None,
+        metadata={"help": "alignment MLPs' hidden width (a rank-r output); default llm_hidden"},
+    )
+    pool_slots: bool = field(
+        default=False,
+        metadata={"help": "one branch output per group: the filled slots averaged before the MLP"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.branch_rank is not None and self.branch_rank < 1:
+            raise ValueError(f"adapter branch_rank must be >= 1, got {self.branch_rank}")
         if not (self.use_history or self.use_difference):
             raise ValueError("a DEP adapter needs use_history or use_difference")
         if self.features not in ("raw", "center", "standardize"):
@@ -244,6 +254,28 @@ class AdapterBase(nn.Module):
     def adapter_params(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Optimizer groups, each named (``"name"``) so that a method can give a part of the
+        adapter its own settings (:func:`apply_group_settings`)."""
+        return [{**g, "name": "adapter"} for g in decay_groups(self, weight_decay)]
+
+
+def apply_group_settings(
+    groups: list[dict], settings: dict[str, dict], lr: float, weight_decay: float
+) -> list[dict]:
+    """``groups`` (:meth:`AdapterBase.param_groups`) with ``lr`` and, for ``settings[name]``,
+    that group's own ``lr`` / ``weight_decay`` (weight decay only where the group decays)."""
+    out = []
+    for g in groups:
+        own = settings.get(g["name"], {})
+        g = {**g, "lr": own.get("lr") or lr}
+        if g["weight_decay"] and own.get("weight_decay") is not None:
+            g["weight_decay"] = own["weight_decay"]
+        elif g["weight_decay"]:
+            g["weight_decay"] = weight_decay
+        out.append(g)
+    return out
+
 
 def to_tensors(
     features: dict[str, np.ndarray], idx: Sequence[int], device: torch.device | str
@@ -267,9 +299,11 @@ def soft_fn(adapter: nn.Module, features: dict[str, np.ndarray], device: torch.d
     return soft
 
 
-def align_mlp(inp: int, hidden: int) -> nn.Sequential:
-    """DEP's alignment MLP: ``Linear(inp, H) + GELU + Linear(H, H)``."""
-    return nn.Sequential(nn.Linear(inp, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+def align_mlp(inp: int, hidden: int, width: int | None = None) -> nn.Sequential:
+    """DEP's alignment MLP: ``Linear(inp, H) + GELU + Linear(H, H)``; ``width`` r < H makes
+    it ``Linear(inp, r) + GELU + Linear(r, H)``: outputs in an r-dimensional subspace."""
+    w = width or hidden
+    return nn.Sequential(nn.Linear(inp, w), nn.GELU(), nn.Linear(w, hidden))
 
 
 def reference_init(module: nn.Module) -> None:
@@ -308,6 +342,14 @@ class DEPAdapter(AdapterBase):
     ``feature_dropout`` (training only): each filled slot's history and difference vectors
     (``dropout_unit="slot"``) or all of a sample's (``"sample"``) are replaced by the
     training means with probability p (shrinkage towards ``dep-mean``).
+
+    Lower-capacity branches: ``branch_rank`` r narrows the MLPs' hidden layer to r units
+    (every output lies in an r-dimensional subspace); ``pool_slots`` averages each group's
+    filled slots (after the SAE encoder) into one vector, whose MLP output goes to every
+    filled slot of the group: a per-user offset read from 8 reviews at once instead of 8
+    separate ones. The SAE still reconstructs every slot. :meth:`param_groups` names the
+    ``base`` tokens and the ``branch`` so that the branch can have its own learning rate and
+    weight decay (``dep.branch_lr``, ``dep.branch_weight_decay``).
     """
 
     user_features = True
@@ -318,8 +360,9 @@ class DEPAdapter(AdapterBase):
         d, h, H = cfg.encoder_dim, cfg.sae_hidden, cfg.llm_hidden
         self.sae = SparseAutoEncoder(d, h, cfg.rho) if cfg.use_sae else None
         inp = h if cfg.use_sae else d
-        self.align_mlp_his = align_mlp(inp, H) if cfg.use_history else None
-        self.align_mlp_diff = align_mlp(inp, H) if cfg.use_difference else None
+        r = cfg.branch_rank
+        self.align_mlp_his = align_mlp(inp, H, r) if cfg.use_history else None
+        self.align_mlp_diff = align_mlp(inp, H, r) if cfg.use_difference else None
         for g in ("hist", "diff"):
             self.register_buffer(f"mean_{g}", torch.zeros(d))
             self.register_buffer(f"scale_{g}", torch.ones(()))
@@ -336,6 +379,17 @@ class DEPAdapter(AdapterBase):
     @classmethod
     def groups(cls, cfg: DEPConfig) -> list[str]:
         return [g for g, on in (("hist", cfg.use_history), ("diff", cfg.use_difference)) if on]
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """``base`` (the residual design's learned tokens, no weight decay) and ``branch``
+        (the SAE and the MLPs: weight decay on their matrices)."""
+        branch = [m for m in (self.sae, self.align_mlp_his, self.align_mlp_diff) if m is not None]
+        groups = [
+            {**g, "name": "branch"} for g in decay_groups(nn.ModuleList(branch), weight_decay)
+        ]
+        if self.base is not None:
+            groups.append({"params": [self.base], "weight_decay": 0.0, "name": "base"})
+        return [g for g in groups if g["params"]]
 
     @classmethod
     def tokens_per_group(cls, cfg: DEPConfig) -> int:
@@ -427,7 +481,13 @@ class DEPAdapter(AdapterBase):
         g = 0
         for mlp in (self.align_mlp_his, self.align_mlp_diff):
             if mlp is not None:
-                out.append(mlp(z[:, g * K : (g + 1) * K]))
+                zg = z[:, g * K : (g + 1) * K]
+                if self.cfg.pool_slots:  # masked mean over filled slots -> one output, K copies
+                    w = f["mask"].unsqueeze(-1).to(zg.dtype)
+                    pooled = (zg * w).sum(1) / w.sum(1).clamp(min=1.0)
+                    out.append(mlp(pooled).unsqueeze(1).expand(-1, K, -1))
+                else:
+                    out.append(mlp(zg))
                 g += 1
         soft = torch.cat(out, dim=1)  # (batch, groups * K, hidden)
         if self.base is not None:

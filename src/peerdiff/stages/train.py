@@ -166,6 +166,7 @@ def train(cfg: RunConfig, name: str, data: Data, backends: Backends) -> Stage:
         key=key,
         seed=cfg.seed,
         **m.loss_weights(),
+        group_settings=m.group_settings(),
         name=f"{cfg.name}-{name}",
         log_config={"method": name, **spec.settings(cfg), "train": settings},
     )
