@@ -189,6 +189,25 @@ def reuse_trained(cfg, method: str, data, roots: list[Path]) -> None:
                 return
 
 
+def reuse_scored(cfg, method: str, data, backends, adapter, roots: list[Path]) -> None:
+    """Copy ``method``'s test NLL stage from another run directory whose stage has the same
+    key (a reused control's adapter gives the same key): a 315-sample NLL pass is minutes."""
+    import shutil
+
+    from peerdiff.stages.common import MethodSplit
+
+    plan = MethodSplit(cfg, method, "test", data, backends, adapter).nll_plan()
+    if plan is None or plan.stage.is_done(plan.key):
+        return
+    for root in roots:
+        for m in sorted(root.glob(f"*/nll/{plan.stage.dir.name}/manifest.json")):
+            if m.parent != plan.stage.dir and read_json(m).get("key") == plan.key:
+                print(f"   {method}: reusing {m.parent}", file=sys.stderr, flush=True)
+                shutil.rmtree(plan.stage.dir, ignore_errors=True)
+                shutil.copytree(m.parent, plan.stage.dir)
+                return
+
+
 def nll_per_sample(stage) -> tuple[np.ndarray, np.ndarray]:
     t = pq.read_table(stage.path("nll.parquet")).to_pydict()
     return np.asarray(t["sample_id"]), np.asarray(t["nll_sum"]) / np.maximum(t["nll_tokens"], 1)
@@ -233,6 +252,7 @@ def run_setting(name: str, overrides: list[str], args, local) -> dict:
             cdata = stages.data(cfg, [ctrl])
             reuse_trained(cfg, ctrl, cdata, roots)
             cad = stages.train(cfg, ctrl, cdata, backends)
+            reuse_scored(cfg, ctrl, cdata, backends, cad, roots)
             row[f"train_seconds_{ctrl}"] = cad.manifest()["seconds"]
             cid, cnll = nll_per_sample(stages.likelihood(cfg, ctrl, "test", cdata, backends, cad))
             assert list(cid) == list(ids)
