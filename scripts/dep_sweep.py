@@ -153,6 +153,22 @@ MEDIUM: dict[str, list[str]] = {
         "dep.lr=3e-3",
         "constant.lr=3e-3",
     ],
+    "lowcap-pool-r64-4ep-seed1": [
+        "dep.feature_dropout=0.1",
+        "train.epochs=4",
+        "dep.pool_slots=true",
+        "dep.branch_rank=64",
+        "seed=1",
+    ],
+    "lowcap-pool-r64-4ep-lr3e-3-seed1": [
+        "dep.feature_dropout=0.1",
+        "train.epochs=4",
+        "dep.pool_slots=true",
+        "dep.branch_rank=64",
+        "dep.lr=3e-3",
+        "constant.lr=3e-3",
+        "seed=1",
+    ],
     # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
     "lowcap-pool-4ep": ["dep.feature_dropout=0.1", "train.epochs=4", "dep.pool_slots=true"],
     "lowcap-pool-r64-4ep": [
