@@ -281,6 +281,7 @@ def run_setting(name: str, overrides: list[str], args, local) -> dict:
             stages.probe(cfg, method, split, data, backends, adapter).path("summary.json")
         )
     if args.controls:
+        controls = {}
         for ctrl in ("constant", "dep-mean"):
             cdata = stages.data(cfg, [ctrl])
             reuse_trained(cfg, ctrl, cdata, roots)
@@ -291,12 +292,27 @@ def run_setting(name: str, overrides: list[str], args, local) -> dict:
             assert list(cid) == list(ids)
             row[f"vs_{ctrl}"] = paired(own_nll, cnll)
             row[f"nll_{ctrl}"] = float(cnll.mean())
+            controls[ctrl] = (cid, cnll)
+        row["gains"] = who_gains(cfg.run_path, (ids, own_nll), controls)
     if args.generate:
         gen = stages.generate(cfg, method, "test", data, backends, adapter)
         ev = stages.evaluate(cfg, method, "test", gen, nll, data, backends)
         row["meteor"] = read_json(ev.path("summary.json"))["scores"]["meteor"]
     row["wall_seconds"] = round(time.time() - t0, 1)
     return row
+
+
+def who_gains(run_dir: Path, dep: tuple, controls: dict[str, tuple]) -> list[dict]:
+    """Each control's NLL minus DEP's by the user's profile-length quartile (the report's
+    ``gains_by_profile``; > 0: DEP better)."""
+    from peerdiff.report import MethodScores, gains_by_profile, profile_lengths
+
+    def scores(name, ids, nll):
+        return MethodScores(name, "test", ids, {"nll": nll}, np.zeros((len(ids), 10)), [])
+
+    ms = [scores("dep", *dep)] + [scores(c, *v) for c, v in controls.items()]
+    g = gains_by_profile(ms, "dep", profile_lengths(run_dir))
+    return g["rows"] if g else []
 
 
 def fmt_ci(x: dict | None, key="diff") -> str:
