@@ -120,6 +120,11 @@ SETTINGS: dict[str, list[str]] = {
 # inputs, every training sample, lr 1e-3, 2 epochs, NLL selection). bfloat16 autocast
 # training unless a row says otherwise (its speed and NLL against float32: bf16 vs fp32).
 MEDIUM_COMMON = ["train.precision=bfloat16", "probe.max_samples=315"]
+# building blocks of the round-4 rows (issue 22: the constant's tuned rate, lower-capacity
+# branches); each row's override list is the same as when it ran
+DROP_4EP = ["dep.feature_dropout=0.1", "train.epochs=4"]
+POOL_R64 = [*DROP_4EP, "dep.pool_slots=true", "dep.branch_rank=64"]
+LR3E3 = ["dep.lr=3e-3", "constant.lr=3e-3"]
 MEDIUM: dict[str, list[str]] = {
     "res-fp32": ["train.precision=float32"],  # configs/evidence-medium.yaml as it is
     "res": [],
@@ -138,51 +143,15 @@ MEDIUM: dict[str, list[str]] = {
     "res-drop0.1-4ep-seed1": ["dep.feature_dropout=0.1", "train.epochs=4", "seed=1"],
     # the constant's own tuning found lr 3e-3 better at 4 epochs (3.6472 vs 3.6760): DEP and
     # both controls at that rate
-    "res-drop0.1-4ep-lr3e-3": [
-        "dep.feature_dropout=0.1",
-        "train.epochs=4",
-        "dep.lr=3e-3",
-        "constant.lr=3e-3",
-    ],
+    "res-drop0.1-4ep-lr3e-3": [*DROP_4EP, *LR3E3],
     # the pooled rank-64 branch (better than the full one at lr 1e-3) at the tuned rate
-    "lowcap-pool-r64-4ep-lr3e-3": [
-        "dep.feature_dropout=0.1",
-        "train.epochs=4",
-        "dep.pool_slots=true",
-        "dep.branch_rank=64",
-        "dep.lr=3e-3",
-        "constant.lr=3e-3",
-    ],
-    "lowcap-pool-r64-4ep-seed1": [
-        "dep.feature_dropout=0.1",
-        "train.epochs=4",
-        "dep.pool_slots=true",
-        "dep.branch_rank=64",
-        "seed=1",
-    ],
-    "lowcap-pool-r64-4ep-lr3e-3-seed1": [
-        "dep.feature_dropout=0.1",
-        "train.epochs=4",
-        "dep.pool_slots=true",
-        "dep.branch_rank=64",
-        "dep.lr=3e-3",
-        "constant.lr=3e-3",
-        "seed=1",
-    ],
+    "lowcap-pool-r64-4ep-lr3e-3": [*POOL_R64, *LR3E3],
+    "lowcap-pool-r64-4ep-seed1": [*POOL_R64, "seed=1"],
+    "lowcap-pool-r64-4ep-lr3e-3-seed1": [*POOL_R64, *LR3E3, "seed=1"],
     # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
-    "lowcap-pool-4ep": ["dep.feature_dropout=0.1", "train.epochs=4", "dep.pool_slots=true"],
-    "lowcap-pool-r64-4ep": [
-        "dep.feature_dropout=0.1",
-        "train.epochs=4",
-        "dep.pool_slots=true",
-        "dep.branch_rank=64",
-    ],
-    "lowcap-blr-4ep": [
-        "dep.feature_dropout=0.1",
-        "train.epochs=4",
-        "dep.branch_lr=3e-4",
-        "dep.branch_weight_decay=0.1",
-    ],
+    "lowcap-pool-4ep": [*DROP_4EP, "dep.pool_slots=true"],
+    "lowcap-pool-r64-4ep": POOL_R64,
+    "lowcap-blr-4ep": [*DROP_4EP, "dep.branch_lr=3e-4", "dep.branch_weight_decay=0.1"],
 }
 # The constant control's own tuning (issue 22, item 3): `--round constant-medium --method
 # constant --no-probe`; each row's epoch is chosen by validation NLL, as DEP's is.
@@ -200,45 +169,43 @@ ROUNDS = {
 }
 
 
+def copy_finished(here: Path, key: str, stage_glob: str, roots: list[Path], label: str) -> None:
+    """Replace ``here`` with the first stage directory under ``roots`` (``*/<stage_glob>``)
+    whose manifest holds ``key``."""
+    import shutil
+
+    for root in roots:
+        for m in sorted(root.glob(f"*/{stage_glob}/manifest.json")):
+            if m.parent != here and read_json(m).get("key") == key:
+                print(f"   {label}: reusing {m.parent}", file=sys.stderr, flush=True)
+                shutil.rmtree(here, ignore_errors=True)
+                shutil.copytree(m.parent, here)
+                return
+
+
 def reuse_trained(cfg, method: str, data, roots: list[Path]) -> None:
     """Copy an already trained ``method`` with the same training key from another run
     directory under ``roots`` (the constant under a DEP-only change, or a row that a full
     ``peerdiff run`` already trained). Training is the expensive part; everything after it
     is recomputed or skipped by its own key."""
-    import shutil
-
     from peerdiff.stages.train import train_key
 
     key = train_key(cfg, method, data)
     here = cfg.run_path / "train" / method
     if (here / "manifest.json").exists() and read_json(here / "manifest.json").get("key") == key:
         return
-    for root in roots:
-        for m in sorted(root.glob(f"*/train/{method}/manifest.json")):
-            if m.parent != here and read_json(m).get("key") == key:
-                print(f"   {method}: reusing {m.parent}", file=sys.stderr, flush=True)
-                shutil.rmtree(here, ignore_errors=True)
-                shutil.copytree(m.parent, here)
-                return
+    copy_finished(here, key, f"train/{method}", roots, method)
 
 
 def reuse_scored(cfg, method: str, data, backends, adapter, roots: list[Path]) -> None:
     """Copy ``method``'s test NLL stage from another run directory whose stage has the same
     key (a reused control's adapter gives the same key): a 315-sample NLL pass is minutes."""
-    import shutil
-
     from peerdiff.stages.common import MethodSplit
 
     plan = MethodSplit(cfg, method, "test", data, backends, adapter).nll_plan()
     if plan is None or plan.stage.is_done(plan.key):
         return
-    for root in roots:
-        for m in sorted(root.glob(f"*/nll/{plan.stage.dir.name}/manifest.json")):
-            if m.parent != plan.stage.dir and read_json(m).get("key") == plan.key:
-                print(f"   {method}: reusing {m.parent}", file=sys.stderr, flush=True)
-                shutil.rmtree(plan.stage.dir, ignore_errors=True)
-                shutil.copytree(m.parent, plan.stage.dir)
-                return
+    copy_finished(plan.stage.dir, plan.key, f"nll/{plan.stage.dir.name}", roots, method)
 
 
 def nll_per_sample(stage) -> tuple[np.ndarray, np.ndarray]:

@@ -217,7 +217,7 @@ class Trainer:
         state = self._state()
         groups = self.adapter.param_groups(cfg.weight_decay)
         opt = torch.optim.AdamW(
-            apply_group_settings(groups, self.group_settings, self.lr, cfg.weight_decay),
+            apply_group_settings(groups, self.group_settings, self.lr),
             lr=self.lr,
         )
         per_epoch = math.ceil(n_examples / (cfg.batch_size * cfg.grad_accum * world))

@@ -380,7 +380,7 @@ def test_a_lower_capacity_branch_starts_at_the_constant_and_pools_filled_slots()
 def test_the_user_branch_gets_its_own_rate_and_weight_decay():
     a = build_adapter(DEPConfig(encoder_dim=8, llm_hidden=16, slots=2, residual=True))
     groups = apply_group_settings(
-        a.param_groups(0.01), {"branch": {"lr": 1e-4, "weight_decay": 0.2}}, 1e-3, 0.01
+        a.param_groups(0.01), {"branch": {"lr": 1e-4, "weight_decay": 0.2}}, 1e-3
     )
     by = {(g["name"], g["weight_decay"]): g for g in groups}
     assert set(by) == {("branch", 0.2), ("branch", 0.0), ("base", 0.0)}
@@ -390,5 +390,5 @@ def test_the_user_branch_gets_its_own_rate_and_weight_decay():
     n = sum(p.numel() for g in groups for p in g["params"])
     assert n == sum(p.numel() for p in a.parameters())
     # unset: the method's rate and train.weight_decay, as before the option existed
-    plain = apply_group_settings(a.param_groups(0.01), {}, 1e-3, 0.01)
+    plain = apply_group_settings(a.param_groups(0.01), {}, 1e-3)
     assert {(g["lr"], g["weight_decay"]) for g in plain} == {(1e-3, 0.01), (1e-3, 0.0)}

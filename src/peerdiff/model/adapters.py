@@ -260,9 +260,7 @@ class AdapterBase(nn.Module):
         return [{**g, "name": "adapter"} for g in decay_groups(self, weight_decay)]
 
 
-def apply_group_settings(
-    groups: list[dict], settings: dict[str, dict], lr: float, weight_decay: float
-) -> list[dict]:
+def apply_group_settings(groups: list[dict], settings: dict[str, dict], lr: float) -> list[dict]:
     """``groups`` (:meth:`AdapterBase.param_groups`) with ``lr`` and, for ``settings[name]``,
     that group's own ``lr`` / ``weight_decay`` (weight decay only where the group decays)."""
     out = []
@@ -271,8 +269,6 @@ def apply_group_settings(
         g = {**g, "lr": own.get("lr") or lr}
         if g["weight_decay"] and own.get("weight_decay") is not None:
             g["weight_decay"] = own["weight_decay"]
-        elif g["weight_decay"]:
-            g["weight_decay"] = weight_decay
         out.append(g)
     return out
 
