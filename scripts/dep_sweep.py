@@ -148,6 +148,10 @@ MEDIUM: dict[str, list[str]] = {
     "lowcap-pool-r64-4ep-lr3e-3": [*POOL_R64, *LR3E3],
     "lowcap-pool-r64-4ep-seed1": [*POOL_R64, "seed=1"],
     "lowcap-pool-r64-4ep-lr3e-3-seed1": [*POOL_R64, *LR3E3, "seed=1"],
+    # the base tokens at the constant's tuned rate, the user branch at the rate where it
+    # beat dep-mean (at 3e-3 for both, every user-free prompt beat DEP)
+    "lowcap-pool-r64-4ep-lr3e-3-blr1e-3": [*POOL_R64, *LR3E3, "dep.branch_lr=1e-3"],
+    "lowcap-pool-r64-4ep-lr3e-3-blr1e-3-seed1": [*POOL_R64, *LR3E3, "dep.branch_lr=1e-3", "seed=1"],
     # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
     "lowcap-pool-4ep": [*DROP_4EP, "dep.pool_slots=true"],
     "lowcap-pool-r64-4ep": POOL_R64,
@@ -161,6 +165,8 @@ CONSTANT_MEDIUM: dict[str, list[str]] = {
     "const-6ep": ["train.epochs=6"],
     "const-lr3e-3-4ep": ["constant.lr=3e-3", "train.epochs=4"],
     "const-lr1e-4-4ep": ["constant.lr=1e-4", "train.epochs=4"],
+    # still improving at lr 3e-3, epoch 4: one rate further up
+    "const-lr1e-2-4ep": ["constant.lr=1e-2", "train.epochs=4"],
 }
 ROUNDS = {
     "quick": ("configs/quick.yaml", COMMON, SETTINGS),
