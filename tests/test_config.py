@@ -167,7 +167,7 @@ def test_describe_lists_every_key_with_value_default_and_help():
     keys = {k.key: k for k in describe(load_config("quick", ["seed=3"]))}
     assert keys["dep.layout"].value == "tokens" and keys["dep.layout"].default == "text"
     assert keys["seed"].value == 3 and keys["seed"].default == 0
-    assert keys["train.epochs"].value == 2 and keys["train.epochs"].default == 5
+    assert keys["train.epochs"].value == 1 and keys["train.epochs"].default == 5
     assert "Q4_1 GGUF" in keys["llm.model"].help
     assert keys["data.source"].value == "amazon23"  # enums as their YAML value
     assert keys["data.protocol.min_user_reviews"].default == 10  # the preset's threshold

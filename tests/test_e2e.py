@@ -14,6 +14,7 @@ SMALL = [
     "train.val_samples=4",
     "train.max_target_tokens=32",
     "train.val_max_new_tokens=8",
+    "train.epochs=2",  # two epochs: the best one is picked (the quick job trains one)
 ]
 
 

@@ -184,6 +184,8 @@ def test_report_lists_deviations_from_the_published_profile(tmp_path):
     for key in (
         "dep.layout",
         "dep.lr",
+        "dep.pool_slots",
+        "dep.branch_rank",
         "train.epochs",
         "train.effective_batch",
         "generate.do_sample",
