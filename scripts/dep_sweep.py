@@ -152,6 +152,13 @@ MEDIUM: dict[str, list[str]] = {
     # beat dep-mean (at 3e-3 for both, every user-free prompt beat DEP)
     "lowcap-pool-r64-4ep-lr3e-3-blr1e-3": [*POOL_R64, *LR3E3, "dep.branch_lr=1e-3"],
     "lowcap-pool-r64-4ep-lr3e-3-blr1e-3-seed1": [*POOL_R64, *LR3E3, "dep.branch_lr=1e-3", "seed=1"],
+    # the constant was better still at lr 1e-2 (round 5): DEP's base tokens at that rate
+    "lowcap-pool-r64-4ep-lr1e-2-blr1e-3": [
+        *POOL_R64,
+        "dep.lr=1e-2",
+        "constant.lr=1e-2",
+        "dep.branch_lr=1e-3",
+    ],
     # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
     "lowcap-pool-4ep": [*DROP_4EP, "dep.pool_slots=true"],
     "lowcap-pool-r64-4ep": POOL_R64,
