@@ -120,11 +120,13 @@ SETTINGS: dict[str, list[str]] = {
 # inputs, every training sample, lr 1e-3, 2 epochs, NLL selection). bfloat16 autocast
 # training unless a row says otherwise (its speed and NLL against float32: bf16 vs fp32).
 MEDIUM_COMMON = ["train.precision=bfloat16", "probe.max_samples=315"]
-# building blocks of the round-4 rows (issue 22: the constant's tuned rate, lower-capacity
+# building blocks of the round-4 and round-5 rows (issue 22: the constant's tuned rate, lower-capacity
 # branches); each row's override list is the same as when it ran
 DROP_4EP = ["dep.feature_dropout=0.1", "train.epochs=4"]
 POOL_R64 = [*DROP_4EP, "dep.pool_slots=true", "dep.branch_rank=64"]
 LR3E3 = ["dep.lr=3e-3", "constant.lr=3e-3"]
+LR1E2 = ["dep.lr=1e-2", "constant.lr=1e-2"]
+BLR1E3 = ["dep.branch_lr=1e-3"]  # the user branch's own rate (round 5)
 MEDIUM: dict[str, list[str]] = {
     "res-fp32": ["train.precision=float32"],  # configs/evidence-medium.yaml as it is
     "res": [],
@@ -150,15 +152,10 @@ MEDIUM: dict[str, list[str]] = {
     "lowcap-pool-r64-4ep-lr3e-3-seed1": [*POOL_R64, *LR3E3, "seed=1"],
     # the base tokens at the constant's tuned rate, the user branch at the rate where it
     # beat dep-mean (at 3e-3 for both, every user-free prompt beat DEP)
-    "lowcap-pool-r64-4ep-lr3e-3-blr1e-3": [*POOL_R64, *LR3E3, "dep.branch_lr=1e-3"],
-    "lowcap-pool-r64-4ep-lr3e-3-blr1e-3-seed1": [*POOL_R64, *LR3E3, "dep.branch_lr=1e-3", "seed=1"],
+    "lowcap-pool-r64-4ep-lr3e-3-blr1e-3": [*POOL_R64, *LR3E3, *BLR1E3],
+    "lowcap-pool-r64-4ep-lr3e-3-blr1e-3-seed1": [*POOL_R64, *LR3E3, *BLR1E3, "seed=1"],
     # the constant was better still at lr 1e-2 (round 5): DEP's base tokens at that rate
-    "lowcap-pool-r64-4ep-lr1e-2-blr1e-3": [
-        *POOL_R64,
-        "dep.lr=1e-2",
-        "constant.lr=1e-2",
-        "dep.branch_lr=1e-3",
-    ],
+    "lowcap-pool-r64-4ep-lr1e-2-blr1e-3": [*POOL_R64, *LR1E2, *BLR1E3],
     # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
     "lowcap-pool-4ep": [*DROP_4EP, "dep.pool_slots=true"],
     "lowcap-pool-r64-4ep": POOL_R64,
