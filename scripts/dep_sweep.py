@@ -156,6 +156,7 @@ MEDIUM: dict[str, list[str]] = {
     "lowcap-pool-r64-4ep-lr3e-3-blr1e-3-seed1": [*POOL_R64, *LR3E3, *BLR1E3, "seed=1"],
     # the constant was better still at lr 1e-2 (round 5): DEP's base tokens at that rate
     "lowcap-pool-r64-4ep-lr1e-2-blr1e-3": [*POOL_R64, *LR1E2, *BLR1E3],
+    "lowcap-pool-r64-4ep-lr1e-2-blr1e-3-seed1": [*POOL_R64, *LR1E2, *BLR1E3, "seed=1"],
     # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
     "lowcap-pool-4ep": [*DROP_4EP, "dep.pool_slots=true"],
     "lowcap-pool-r64-4ep": POOL_R64,
@@ -171,6 +172,8 @@ CONSTANT_MEDIUM: dict[str, list[str]] = {
     "const-lr1e-4-4ep": ["constant.lr=1e-4", "train.epochs=4"],
     # still improving at lr 3e-3, epoch 4: one rate further up
     "const-lr1e-2-4ep": ["constant.lr=1e-2", "train.epochs=4"],
+    # best so far at 1e-2: one rate further up, to see whether it turns
+    "const-lr3e-2-4ep": ["constant.lr=3e-2", "train.epochs=4"],
 }
 ROUNDS = {
     "quick": ("configs/quick.yaml", COMMON, SETTINGS),
