@@ -157,6 +157,9 @@ MEDIUM: dict[str, list[str]] = {
     # the constant was better still at lr 1e-2 (round 5): DEP's base tokens at that rate
     "lowcap-pool-r64-4ep-lr1e-2-blr1e-3": [*POOL_R64, *LR1E2, *BLR1E3],
     "lowcap-pool-r64-4ep-lr1e-2-blr1e-3-seed1": [*POOL_R64, *LR1E2, *BLR1E3, "seed=1"],
+    # the constant at 3e-2 tied its 1e-2 on test (3.6248 vs 3.6256; worse on validation):
+    # DEP's base tokens there too
+    "lowcap-pool-r64-4ep-lr3e-2-blr1e-3": [*POOL_R64, "dep.lr=3e-2", "constant.lr=3e-2", *BLR1E3],
     # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
     "lowcap-pool-4ep": [*DROP_4EP, "dep.pool_slots=true"],
     "lowcap-pool-r64-4ep": POOL_R64,
