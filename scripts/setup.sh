@@ -40,7 +40,8 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install --upgrade pip >/dev/null 2>&1 || true
 # uv installs the same requirements in 10 s where pip took 49 (a fresh `make run` spent that
 # in pip, mostly compiling every installed file to bytecode; uv leaves that to the first
-# import, which compiles only what is imported: 0.2 s more on the first run). pip remains the
+# import, which compiles only what is imported: the Makefile lets Python write that bytecode
+# where PYTHONDONTWRITEBYTECODE is set, or every process compiles it again). pip remains the
 # fallback (PEERDIFF_PIP=1, or no uv) and installs vLLM's CPU build, whose environment was
 # checked with pip. uv reads none of pip's settings: it is handed pip's find-links (where
 # the CPU torch wheel lies).
