@@ -126,6 +126,7 @@ DROP_4EP = ["dep.feature_dropout=0.1", "train.epochs=4"]
 POOL_R64 = [*DROP_4EP, "dep.pool_slots=true", "dep.branch_rank=64"]
 LR3E3 = ["dep.lr=3e-3", "constant.lr=3e-3"]
 LR1E2 = ["dep.lr=1e-2", "constant.lr=1e-2"]
+LR3E2 = ["dep.lr=3e-2", "constant.lr=3e-2"]
 BLR1E3 = ["dep.branch_lr=1e-3"]  # the user branch's own rate (round 5)
 MEDIUM: dict[str, list[str]] = {
     "res-fp32": ["train.precision=float32"],  # configs/evidence-medium.yaml as it is
@@ -159,7 +160,7 @@ MEDIUM: dict[str, list[str]] = {
     "lowcap-pool-r64-4ep-lr1e-2-blr1e-3-seed1": [*POOL_R64, *LR1E2, *BLR1E3, "seed=1"],
     # the constant at 3e-2 tied its 1e-2 on test (3.6248 vs 3.6256; worse on validation):
     # DEP's base tokens there too
-    "lowcap-pool-r64-4ep-lr3e-2-blr1e-3": [*POOL_R64, "dep.lr=3e-2", "constant.lr=3e-2", *BLR1E3],
+    "lowcap-pool-r64-4ep-lr3e-2-blr1e-3": [*POOL_R64, *LR3E2, *BLR1E3],
     # lower-capacity user branches (issue 22, item 4), on the 4-epoch row's settings
     "lowcap-pool-4ep": [*DROP_4EP, "dep.pool_slots=true"],
     "lowcap-pool-r64-4ep": POOL_R64,
